@@ -11,7 +11,9 @@ __all__ = ["REGISTRIES", "register", "resolve", "options"]
 
 REGISTRIES: dict[str, dict[str, str]] = {
     # kind -> name -> "module:attr"; families add themselves here as they are written.
-    "family": {},
+    "family": {
+        "seg25d": "kaggle_kit.families.seg25d.api:family",
+    },
 }
 
 

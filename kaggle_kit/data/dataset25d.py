@@ -1,0 +1,205 @@
+"""2.5D slice datasets read from the cache (memory-mapped volumes).
+
+A sample is a stack of ``k`` slices around (``centered``: offsets -k//2..k//2 times ``stride``; the 1st
+place used k=3, stride 2: [i-2, i, i+2]) or after (``forward``: [i, i+s, ..., i+(k-1)s]; the public
+baseline) the target slice, clamped to the volume or zero-filled at the ends; normalised (per volume by a
+high percentile, or per slice by its max), cropped (optional box) and mapped to the training canvas
+through a :class:`~kaggle_kit.data.geometry.SliceGeometry` whose inverse puts predictions back in raw
+geometry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .cache import Cache
+from .folds import FAULTY, select_subset
+from .geometry import SliceGeometry
+from .raw import CLASSES
+
+__all__ = ["StackSpec", "stack_indices", "normalise", "body_box", "SliceDataset25D", "fold_case_days"]
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    k: int = 3
+    stride: int = 2
+    mode: str = "centered"  # centered | forward
+    ends: str = "clamp"  # clamp | zero
+
+    def offsets(self) -> np.ndarray:
+        if self.mode == "centered":
+            return (np.arange(self.k) - self.k // 2) * self.stride
+        if self.mode == "forward":
+            return np.arange(self.k) * self.stride
+        raise KeyError(f"unknown stack mode {self.mode!r}; options: ['centered', 'forward']")
+
+
+def stack_indices(z: int, depth: int, spec: StackSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Slice positions of the stack of target ``z`` and a validity mask (False = zero-filled)."""
+    idx = z + spec.offsets()
+    valid = (idx >= 0) & (idx < depth)
+    if spec.ends == "clamp":
+        return np.clip(idx, 0, depth - 1), np.ones_like(valid)
+    if spec.ends == "zero":
+        return np.clip(idx, 0, depth - 1), valid
+    raise KeyError(f"unknown stack ends {spec.ends!r}; options: ['clamp', 'zero']")
+
+
+def volume_scale(img: np.ndarray, pct: float = 99.5) -> float:
+    """Intensity scale of a volume: its ``pct`` percentile over a strided sample of voxels (>= 1)."""
+    sample = np.asarray(img[:, ::4, ::4], dtype=np.float32)
+    return max(float(np.percentile(sample, pct)), 1.0)
+
+
+def normalise(stack: np.ndarray, norm: str, vscale: float | None = None) -> np.ndarray:
+    """uint16 (k, H, W) -> float32 (k, H, W). ``volume``: / volume percentile, clipped to [0, 1.5];
+    ``slice``: each slice / its own max (the public notebooks' way)."""
+    x = stack.astype(np.float32)
+    if norm == "volume":
+        return np.clip(x / float(vscale), 0.0, 1.5)
+    if norm == "slice":
+        m = x.reshape(len(x), -1).max(1)
+        return x / np.maximum(m, 1.0)[:, None, None]
+    raise KeyError(f"unknown normalisation {norm!r}; options: ['volume', 'slice']")
+
+
+def body_box(img: np.ndarray, margin: float = 0.05, frac: float = 0.1) -> tuple[int, int, int, int]:
+    """Box (y0, y1, x0, x1) around the body of a whole volume: pixels above ``frac`` of the volume scale on
+    the max projection, with a relative margin; the full image when nothing is found."""
+    D, H, W = img.shape
+    proj = np.asarray(img[:: max(1, D // 16)]).max(0).astype(np.float32)
+    on = proj > frac * volume_scale(img)
+    if not on.any():
+        return 0, H, 0, W
+    ys, xs = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+    my, mx = int(margin * H), int(margin * W)
+    return max(0, ys[0] - my), min(H, ys[-1] + 1 + my), max(0, xs[0] - mx), min(W, xs[-1] + 1 + mx)
+
+
+def fold_case_days(cache: Cache, fold: int | str, part: str) -> list[str]:
+    """Case-days of the train split for ``part`` = "train" (folds != fold) or "val" (fold == fold).
+    ``fold="all"``: every case-day in train, none in val."""
+    idx = cache.index("train")
+    f = cache.fold_of_case()
+    folds = idx["case"].map(f)
+    if fold == "all":
+        sel = np.ones(len(idx), bool) if part == "train" else np.zeros(len(idx), bool)
+    else:
+        sel = (folds != int(fold)) if part == "train" else (folds == int(fold))
+    return list(dict.fromkeys(idx.loc[sel.to_numpy(), "case_day"]))
+
+
+@dataclass
+class SliceDataset25D:
+    """torch-style dataset of 2.5D samples (no torch import here: returns numpy; collate makes tensors).
+
+    Each item: dict(inputs float32 (k, h, w), mask float32 (C, h, w), presence float32 (C,),
+    weight float32 (), case_day str, z int). ``weight`` is 0 on ambiguous slices (just outside the
+    annotated range, within ``ambiguous_margin``) so the segmentation loss can ignore them.
+    """
+
+    cache: Cache
+    case_days: list[str]
+    split: str = "train"
+    stack: StackSpec = field(default_factory=StackSpec)
+    size: tuple[int, int] = (224, 224)
+    geometry_mode: str = "resize"
+    norm: str = "volume"
+    subset: str = "all"
+    crop: str | None = None  # None | "body" | "boxes"
+    boxes: pd.DataFrame | None = None  # per (case_day, z): y0,y1,x0,x1 (from the detector family)
+    box_jitter: float = 0.0
+    augment: object = None
+    ambiguous_margin: int = 0
+    with_labels: bool = True
+    faulty: tuple = FAULTY
+    seed: int = 0
+
+    def __post_init__(self):
+        idx = self.cache.index(self.split)
+        idx = idx[idx["case_day"].isin(self.case_days)]
+        if self.with_labels and self.subset != "all":
+            idx = select_subset(idx, self.subset, self.faulty)
+        self.items = idx.reset_index(drop=True)
+        self._vol_scale: dict[str, float] = {}
+        self._body: dict[str, tuple] = {}
+        self._rng = np.random.default_rng(self.seed)
+        if self.crop == "boxes" and self.boxes is None:
+            raise ValueError("crop='boxes' needs a boxes table (from the detector family)")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _scale(self, cd: str, img) -> float:
+        if cd not in self._vol_scale:
+            self._vol_scale[cd] = volume_scale(img)
+        return self._vol_scale[cd]
+
+    def geometry(self, cd: str, z: int, img, train: bool = False) -> SliceGeometry:
+        box = None
+        if self.crop == "body":
+            if cd not in self._body:
+                self._body[cd] = body_box(img)
+            box = self._body[cd]
+        elif self.crop == "boxes":
+            r = self.boxes.loc[(cd, z)]
+            box = (int(r["y0"]), int(r["y1"]), int(r["x0"]), int(r["x1"]))
+            if train and self.box_jitter > 0:
+                box = _jitter(box, img.shape[1:], self.box_jitter, self._rng)
+        elif self.crop is not None:
+            raise KeyError(f"unknown crop {self.crop!r}; options: [None, 'body', 'boxes']")
+        return SliceGeometry(tuple(img.shape[1:]), tuple(self.size), box, self.geometry_mode)
+
+    def inputs(self, cd: str, z: int, img, geom: SliceGeometry) -> np.ndarray:
+        """float32 (k, h, w) model input of slice ``z`` of a case-day volume ``img`` (D, H, W)."""
+        ids, valid = stack_indices(z, img.shape[0], self.stack)
+        st = np.asarray(img[ids])
+        x = normalise(st, self.norm, self._scale(cd, img) if self.norm == "volume" else None)
+        x[~valid] = 0.0
+        return geom.forward(np.ascontiguousarray(x.transpose(1, 2, 0))).transpose(2, 0, 1)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.items.iloc[i]
+        cd, z = row["case_day"], int(row["z"])
+        img = self.cache.image(self.split, cd)
+        geom = self.geometry(cd, z, img, train=self.augment is not None)
+        x = self.inputs(cd, z, img, geom)  # (k, h, w)
+        C = len(CLASSES)
+        if self.with_labels:
+            m = np.asarray(self.cache.mask(self.split, cd)[z])
+            ch = ((m[None] >> np.arange(C, dtype=np.uint8)[:, None, None]) & 1).transpose(1, 2, 0)
+            ch = geom.forward(np.ascontiguousarray(ch), interp="nearest")
+            if ch.ndim == 2:
+                ch = ch[:, :, None]
+        else:
+            ch = np.zeros(tuple(self.size) + (C,), np.uint8)
+        img_hwk = np.ascontiguousarray(x.transpose(1, 2, 0))
+        if self.augment is not None:
+            img_hwk, ch = self.augment(img_hwk, ch)
+        presence = np.array([(row.get(f"has_{c}", 0)) for c in CLASSES], np.float32)
+        s = int(row["slice"])
+        lo, hi = int(row.get("first_anno", 0)), int(row.get("last_anno", 0))
+        amb = hi > 0 and self.ambiguous_margin > 0 and (
+            (lo - self.ambiguous_margin <= s < lo) or (hi < s <= hi + self.ambiguous_margin))
+        return {
+            "inputs": np.ascontiguousarray(img_hwk.transpose(2, 0, 1), dtype=np.float32),
+            "mask": np.ascontiguousarray(ch.transpose(2, 0, 1), dtype=np.float32),
+            "presence": presence,
+            "weight": np.float32(0.0 if amb else 1.0),
+            "case_day": cd,
+            "z": z,
+        }
+
+
+def _jitter(box, hw, frac, rng):
+    y0, y1, x0, x1 = box
+    h, w = y1 - y0, x1 - x0
+    d = rng.uniform(-frac, frac, 4) * np.array([h, h, w, w])
+    y0, y1 = int(np.clip(y0 + d[0], 0, hw[0] - 1)), int(np.clip(y1 + d[1], 1, hw[0]))
+    x0, x1 = int(np.clip(x0 + d[2], 0, hw[1] - 1)), int(np.clip(x1 + d[3], 1, hw[1]))
+    if y1 <= y0 or x1 <= x0:
+        return box
+    return y0, y1, x0, x1

@@ -1,0 +1,121 @@
+"""Hooks: export of self-describing inference checkpoints and a CSV metrics log."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from .checkpoint import save_inference_checkpoint
+
+__all__ = ["ExportHook", "CSVLogHook", "unwrap_net", "ema_net"]
+
+
+def unwrap_net(runner):
+    model = runner.model
+    model = getattr(model, "module", model)  # DDP wrapper
+    return model.net
+
+
+def ema_net(runner):
+    """The averaged net of an EMAHook, if the run has one."""
+    for h in runner.hooks:
+        if type(h).__name__ == "EMAHook" and hasattr(h, "ema_model"):
+            return h.ema_model.module.net
+    return None
+
+
+class ExportHook(Hook):
+    """Writes ``best.pth`` (best validation ``key``) and ``last.pth`` inference checkpoints.
+
+    Priority ABOVE_NORMAL: after validation it runs before EMAHook swaps the averaged weights back, so
+    with EMA the exported weights are the averaged ones that were just validated.
+    """
+
+    priority = "ABOVE_NORMAL"
+
+    def __init__(self, meta: dict, key: str = "val/score"):
+        self.meta = meta
+        self.key = key
+        self.best = -math.inf
+
+    def _state(self, runner) -> Path:
+        return Path(runner.work_dir) / "best.json"
+
+    def before_train(self, runner) -> None:
+        p = self._state(runner)
+        if p.is_file():  # resumed run: keep the best score of the interrupted one
+            self.best = json.loads(p.read_text()).get("score", -math.inf)
+
+    def _export(self, runner, name: str, metrics: dict | None, net=None) -> None:
+        meta = dict(self.meta, epoch=runner.epoch, iter=runner.iter,
+                    val={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))})
+        save_inference_checkpoint(Path(runner.work_dir) / name, (net or unwrap_net(runner)).state_dict(), meta)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if not is_main_process() or not metrics:
+            return
+        score = float(metrics.get(self.key, -math.inf))
+        self._export(runner, "last.pth", metrics)
+        if score > self.best:
+            self.best = score
+            self._export(runner, "best.pth", metrics)
+            self._state(runner).write_text(json.dumps({"score": score, "epoch": runner.epoch}))
+            runner.logger.info(f"exported best.pth ({self.key}={score:.4f}, epoch {runner.epoch})")
+
+    def after_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        if self.best == -math.inf:  # no validation (fold=all): export the final (EMA) weights
+            net = ema_net(runner)
+            self._export(runner, "last.pth", None, net)
+            self._export(runner, "best.pth", None, net)
+            runner.logger.info("exported best.pth/last.pth (final weights, no validation)")
+
+
+class CSVLogHook(Hook):
+    """Appends one row per epoch to ``metrics.csv``: epoch, mean train loss, lr, validation metrics."""
+
+    priority = "BELOW_NORMAL"
+
+    def __init__(self):
+        self._loss_sum = 0.0
+        self._n = 0
+        self._pending: dict | None = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if outputs and "loss" in outputs:
+            self._loss_sum += float(outputs["loss"])
+            self._n += 1
+
+    def after_train_epoch(self, runner) -> None:
+        lr = runner.optim_wrapper.get_lr()
+        lr = float(next(iter(lr.values()))[0]) if isinstance(lr, dict) else float("nan")
+        self._pending = {"epoch": runner.epoch, "train_loss": self._loss_sum / max(self._n, 1), "lr": lr}
+        self._loss_sum, self._n = 0.0, 0
+        val_int = getattr(runner.train_loop, "val_interval", 1)
+        if runner.val_loop is None or (runner.epoch % max(val_int, 1)) != 0:
+            self._write(runner, {})
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._write(runner, metrics or {})
+
+    def _write(self, runner, metrics: dict) -> None:
+        if not is_main_process() or self._pending is None:
+            return
+        row = dict(self._pending, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        self._pending = None
+        p = Path(runner.work_dir) / "metrics.csv"
+        header = None
+        if p.is_file():
+            with open(p) as f:
+                header = next(csv.reader(f), None)
+        keys = header or list(row)
+        with open(p, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            if header is None:
+                w.writeheader()
+            w.writerow(row)

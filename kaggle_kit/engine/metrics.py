@@ -1,0 +1,94 @@
+"""Validation metrics for the mmengine loop.
+
+``SegValMetric``: thresholds each slice's probabilities at 0.5 on the training canvas, reassembles the
+validation case-days in slice order and scores them with the competition metric (Dice per (slice, class)
++ 3D Hausdorff per (case-day, class), at canvas resolution: close to, not equal to, the raw-geometry
+score that tools/predict.py + tools/score.py give). ``ClsValMetric``: per-class ROC-AUC and
+precision/recall at 0.5 for slice classifiers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+
+from ..data.raw import CLASSES
+
+__all__ = ["SegValMetric", "ClsValMetric", "roc_auc"]
+
+
+def _bits(ch: np.ndarray) -> np.ndarray:
+    """(C, h, w) 0/1 -> (h, w) bit flags."""
+    out = np.zeros(ch.shape[1:], np.uint8)
+    for i in range(ch.shape[0]):
+        out |= (ch[i] != 0).astype(np.uint8) << i
+    return out
+
+
+class SegValMetric(BaseMetric):
+    default_prefix = "val"
+
+    def __init__(self, threshold: float = 0.5, **kw):
+        super().__init__(**kw)
+        self.threshold = threshold
+
+    def process(self, data_batch, data_samples) -> None:
+        for s in data_samples:
+            prob = s["prob"].float().numpy()
+            self.results.append((s["case_day"], s["z"], _bits(prob > self.threshold), _bits(s["mask"].numpy())))
+
+    def compute_metrics(self, results) -> dict:
+        from ..post.metric import Scorer
+
+        scorer = Scorer()
+        by_cd: dict[str, list] = {}
+        for cd, z, p, t in results:
+            by_cd.setdefault(cd, []).append((z, p, t))
+        for cd, items in by_cd.items():
+            items.sort(key=lambda r: r[0])
+            scorer.add(cd, np.stack([r[1] for r in items]), np.stack([r[2] for r in items]))
+        r = scorer.result()
+        out = {"score": float(r["score"]), "dice": float(r["dice"]), "hausdorff": float(r["hausdorff"])}
+        for c in CLASSES:
+            if c in r.get("per_class", {}):
+                out[f"dice_{c}"] = float(r["per_class"][c]["dice"])
+        return out
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC-AUC by the rank-sum (Mann-Whitney) formula with tie correction; NaN if one class is absent."""
+    y = np.asarray(y).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+class ClsValMetric(BaseMetric):
+    default_prefix = "val"
+
+    def __init__(self, threshold: float = 0.5, **kw):
+        super().__init__(**kw)
+        self.threshold = threshold
+
+    def process(self, data_batch, data_samples) -> None:
+        for s in data_samples:
+            self.results.append((s["prob"].float().numpy().reshape(-1), s["presence"].numpy().reshape(-1)))
+
+    def compute_metrics(self, results) -> dict:
+        p = np.stack([r[0] for r in results])
+        y = np.stack([r[1] for r in results]) > 0.5
+        out = {}
+        aucs = []
+        for i, c in enumerate(CLASSES):
+            auc = roc_auc(y[:, i], p[:, i])
+            pred = p[:, i] > self.threshold
+            tp = float((pred & y[:, i]).sum())
+            out[f"auc_{c}"] = auc
+            out[f"precision_{c}"] = tp / max(float(pred.sum()), 1.0)
+            out[f"recall_{c}"] = tp / max(float(y[:, i].sum()), 1.0)
+            aucs.append(auc)
+        out["score"] = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else 0.0
+        return out

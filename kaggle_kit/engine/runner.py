@@ -1,0 +1,100 @@
+"""Build and run mmengine's Runner for one fold of a torch family.
+
+Families provide the pieces (net, loss, datasets, validation metric, checkpoint meta); this module maps
+the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) and channels_last on
+CUDA, EMA, checkpoints every epoch (resume with ``resume=True``), TensorBoard + JSON + CSV logs, DDP
+when launched by ``torchrun`` (gloo on CPU, nccl on CUDA).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["TRAIN_DEFAULTS", "build_runner", "dist_launcher"]
+
+TRAIN_DEFAULTS = {
+    "epochs": 15, "batch_size": 16, "val_batch_size": 32, "num_workers": 2, "optimizer": "adamw", "lr": 2e-3,
+    "weight_decay": 1e-4, "warmup_iters": 50, "scheduler": "cosine", "amp": True, "ema": False,
+    "ema_momentum": 0.001, "grad_clip": None, "channels_last": True, "val_interval": 1, "log_interval": 20,
+    "seed": 42, "max_keep_ckpts": 2,
+}
+
+
+def dist_launcher() -> str:
+    return "pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
+
+
+def _collate(batch):
+    from mmengine.dataset import default_collate
+
+    return default_collate(batch)
+
+
+def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train_cfg: dict, work_dir,
+                 meta: dict, resume: bool = False, aux_weight: float = 0.0, experiment_name: str | None = None):
+    import torch
+    from mmengine.evaluator import Evaluator
+    from mmengine.runner import Runner
+
+    from .checkpoint import enable_resume_loader
+    from .hooks import CSVLogHook, ExportHook
+    from .model import TaskModel
+
+    t = dict(TRAIN_DEFAULTS, **{k: v for k, v in train_cfg.items() if v is not None or k == "grad_clip"})
+    cuda = torch.cuda.is_available()
+    launcher = dist_launcher()
+    model = TaskModel(net, loss_fn, task=task, aux_weight=aux_weight, channels_last=cuda and t["channels_last"])
+    if t["optimizer"] == "adamw":
+        optimizer = dict(type="AdamW", lr=t["lr"], weight_decay=t["weight_decay"])
+    elif t["optimizer"] == "sgd":
+        optimizer = dict(type="SGD", lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"], nesterov=True)
+    else:
+        raise KeyError(f"unknown optimizer {t['optimizer']!r}; options: ['adamw', 'sgd']")
+    optim_wrapper = dict(type="AmpOptimWrapper" if (cuda and t["amp"]) else "OptimWrapper", optimizer=optimizer)
+    if t["grad_clip"]:
+        optim_wrapper["clip_grad"] = dict(max_norm=float(t["grad_clip"]))
+    n_iter_epoch = max(1, len(train_ds) // max(1, t["batch_size"]))
+    warm = min(int(t["warmup_iters"]), max(1, n_iter_epoch * t["epochs"] // 4))
+    sched = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=max(warm, 1))]
+    if t["scheduler"] == "cosine":
+        sched.append(dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=t["epochs"], T_max=t["epochs"],
+                          eta_min=t["lr"] * 0.01, convert_to_iter_based=True))
+    elif t["scheduler"] != "constant":
+        raise KeyError(f"unknown scheduler {t['scheduler']!r}; options: ['cosine', 'constant']")
+    nw = int(t["num_workers"])
+    loader = dict(batch_size=t["batch_size"], num_workers=nw, persistent_workers=nw > 0,
+                  sampler=dict(type="DefaultSampler", shuffle=True), collate_fn=_collate, pin_memory=cuda)
+    has_val = val_ds is not None and len(val_ds) > 0
+    custom_hooks = [ExportHook(meta), CSVLogHook()]
+    if t["ema"]:
+        custom_hooks.insert(0, dict(type="EMAHook", momentum=float(t["ema_momentum"]), update_buffers=True))
+    enable_resume_loader()
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(
+        model=model,
+        work_dir=str(work_dir),
+        experiment_name=experiment_name,
+        train_dataloader=dict(dataset=train_ds, **loader),
+        val_dataloader=dict(dataset=val_ds, **dict(loader, batch_size=t["val_batch_size"],
+                                                    sampler=dict(type="DefaultSampler", shuffle=False))) if has_val else None,
+        val_evaluator=Evaluator([val_metric]) if has_val else None,
+        train_cfg=dict(by_epoch=True, max_epochs=int(t["epochs"]), val_interval=int(t["val_interval"])),
+        val_cfg=dict() if has_val else None,
+        optim_wrapper=optim_wrapper,
+        param_scheduler=sched,
+        default_hooks=dict(
+            checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=int(t["max_keep_ckpts"]), save_last=True),
+            logger=dict(type="LoggerHook", interval=int(t["log_interval"])),
+        ),
+        custom_hooks=custom_hooks,
+        visualizer=dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"),
+                                                         dict(type="TensorboardVisBackend")]),
+        launcher=launcher,
+        env_cfg=dict(cudnn_benchmark=cuda, dist_cfg=dict(backend="nccl" if cuda else "gloo")),
+        randomness=dict(seed=int(t["seed"])),
+        resume=resume,
+        default_scope="mmengine",
+        log_processor=dict(by_epoch=True),
+    )
+    return runner

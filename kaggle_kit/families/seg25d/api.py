@@ -1,0 +1,31 @@
+"""The 2.5D segmentation family as the tools see it (registered as ``seg25d``)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+NAME = "seg25d"
+KIND = "pixel"
+
+
+def train(cfg: dict, fold, exp: str, resume: bool = False):
+    from .train import train as _train
+
+    return _train(cfg, fold, exp, resume=resume)
+
+
+def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> dict:
+    from ...engine.predict import predict_split
+    from .predict import Predictor25D
+    from .train import load_boxes_for
+
+    p = cfg["predict"]
+    return predict_split(
+        family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
+        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
+        make_predictor=lambda ck: Predictor25D(ck, batch_size=p["batch_size"], tta=p["tta"]),
+        aux_exp=f"{exp}_aux" if (aux and cfg["model"].get("aux_head")) else None,
+        boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
+    )
+
+
+family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict)

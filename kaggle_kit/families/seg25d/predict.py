@@ -1,0 +1,89 @@
+"""Prediction of the 2.5D family: probability maps in raw geometry and slice order.
+
+Works from self-describing inference checkpoints only (no YAML): the checkpoint's meta rebuilds the net
+and the input pipeline. Several checkpoints (folds) are averaged; ``tta="hflip"`` adds flipped inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.cache import Cache
+from ...data.dataset25d import SliceDataset25D
+from ...engine.checkpoint import load_inference_checkpoint
+
+__all__ = ["Predictor25D", "predict_volume"]
+
+
+class Predictor25D:
+    """One loaded model + its input pipeline. ``__call__(cache, split, case_day)`` -> float32 (D, C, H, W)
+    probabilities in raw geometry (aux presence head, if any, in ``last_presence`` as (D, C))."""
+
+    def __init__(self, ckpt_path, device=None, batch_size: int = 32, tta: str = "none"):
+        import torch
+
+        from .train import build_net, dataset_kwargs
+
+        sd, meta = load_inference_checkpoint(ckpt_path)
+        self.meta = meta
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        net = build_net(meta["model"], meta["in_channels"])
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{ckpt_path}: state dict does not match the model in its meta "
+                             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+        self.net = net.to(self.device).eval()
+        self.ds_kwargs = dataset_kwargs(meta["data"])
+        self.batch_size = batch_size
+        if tta not in ("none", "hflip"):
+            raise KeyError(f"unknown tta {tta!r}; options: ['none', 'hflip']")
+        self.tta = tta
+        self.classes = meta["classes"]
+        self.last_presence = None
+
+    def _forward(self, x):
+        import torch
+
+        def run(inp):
+            out = self.net(inp)
+            if isinstance(out, (tuple, list)):
+                return torch.sigmoid(out[0].float()), torch.sigmoid(out[1].float())
+            return torch.sigmoid(out.float()), None
+
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            p, a = run(x)
+            if self.tta == "hflip":
+                p2, a2 = run(torch.flip(x, dims=[-1]))
+                p = 0.5 * (p + torch.flip(p2, dims=[-1]))
+                a = None if a is None else 0.5 * (a + a2)
+        return p.cpu().numpy(), None if a is None else a.cpu().numpy()
+
+    def __call__(self, cache: Cache, split: str, case_day: str, boxes=None) -> np.ndarray:
+        import torch
+
+        ds = SliceDataset25D(cache, [case_day], split=split, with_labels=False, boxes=boxes, **self.ds_kwargs)
+        img = cache.image(split, case_day)
+        D, H, W = img.shape
+        out = np.zeros((D, len(self.classes), H, W), np.float32)
+        pres = np.zeros((D, len(self.classes)), np.float32)
+        has_aux = False
+        for b in range(0, D, self.batch_size):
+            chunk = list(range(b, min(D, b + self.batch_size)))
+            geoms = [ds.geometry(case_day, z, img) for z in chunk]
+            x = np.stack([ds.inputs(case_day, z, img, g) for z, g in zip(chunk, geoms)])
+            p, a = self._forward(torch.from_numpy(x).to(self.device))
+            for i, (z, g) in enumerate(zip(chunk, geoms)):
+                out[z] = g.inverse(p[i])
+            if a is not None:
+                pres[chunk] = a
+                has_aux = True
+        self.last_presence = pres if has_aux else None
+        return out
+
+
+def predict_volume(predictors, cache: Cache, split: str, case_day: str, boxes=None) -> np.ndarray:
+    """Mean of several predictors' maps: float32 (D, C, H, W) in [0, 1], raw geometry."""
+    acc = None
+    for p in predictors:
+        m = p(cache, split, case_day, boxes=boxes)
+        acc = m if acc is None else acc + m
+    return acc / len(predictors)

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from kaggle_kit.data.dataset25d import SliceDataset25D, StackSpec, stack_indices
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.geometry import SliceGeometry
+from kaggle_kit.data.synthetic import CaseDaySpec, render_case_day
+
+
+def dice(a, b):
+    a, b = a.astype(bool), b.astype(bool)
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+_MASKS = {}
+
+
+def _mask(geometry):
+    if geometry not in _MASKS:  # full-size render, once per geometry
+        _MASKS[geometry] = render_case_day(CaseDaySpec(3, 1, geometry, 7, 8, 1.0))[1]
+    return _MASKS[geometry]
+
+
+@pytest.mark.parametrize("geometry", [0, 1, 2, 3])
+@pytest.mark.parametrize("mode, size, box", [
+    ("resize", (224, 224), None), ("letterbox", (256, 256), None), ("pad", (320, 384), None),
+    ("resize", (192, 192), "box"),
+])
+def test_round_trip_raw_geometry(geometry, mode, size, box):
+    """Truth mask -> canvas (as the dataset does) -> probabilities -> inverse: per-class Dice >= 0.99 over
+    the volume's slices, in raw geometry (all four geometries, 360x310 included)."""
+    mask = _mask(geometry)
+    D, H, W = mask.shape
+    zs = [z for z in range(D) if mask[z].any()][::6]
+    inter, total = np.zeros(3), np.zeros(3)
+    for z in zs:
+        ch = ((mask[z][None] >> np.arange(3, dtype=np.uint8)[:, None, None]) & 1)
+        b = None
+        if box == "box":
+            ys, xs = np.nonzero(mask.max(0))
+            b = (max(0, ys.min() - 5), min(H, ys.max() + 6), max(0, xs.min() - 5), min(W, xs.max() + 6))
+        g = SliceGeometry((H, W), size, b, mode)
+        canvas = g.forward(np.ascontiguousarray(ch.transpose(1, 2, 0)).astype(np.float32))  # (h, w, C)
+        assert canvas.shape[:2] == size
+        back = g.inverse(canvas.transpose(2, 0, 1)) > 0.5
+        assert back.shape == (3, H, W)
+        inter += [(back[c] & (ch[c] > 0)).sum() for c in range(3)]
+        total += [back[c].sum() + ch[c].sum() for c in range(3)]
+    d = 2 * inter[total > 0] / total[total > 0]
+    assert (d >= 0.99).all(), d
+
+
+def test_360x310_shape():
+    g = SliceGeometry((310, 360), (224, 224), None, "letterbox")
+    top, left, h, w = g.placement
+    assert (h, w) == (193, 224) and left == 0 and top == 15
+    x = np.random.rand(310, 360).astype(np.float32)
+    assert g.inverse(g.forward(x)[None]).shape == (1, 310, 360)
+
+
+def test_bad_box():
+    with pytest.raises(ValueError, match="box"):
+        SliceGeometry((10, 10), (8, 8), (5, 5, 0, 3))
+    with pytest.raises(KeyError, match="options"):
+        SliceGeometry((10, 10), (8, 8), None, "stretch")
+
+
+def test_stack_indices():
+    s = StackSpec(k=3, stride=2, mode="centered")
+    assert stack_indices(0, 10, s)[0].tolist() == [0, 0, 2]
+    assert stack_indices(5, 10, s)[0].tolist() == [3, 5, 7]
+    idx, valid = stack_indices(9, 10, StackSpec(k=3, stride=2, mode="forward", ends="zero"))
+    assert idx.tolist() == [9, 9, 9] and valid.tolist() == [True, False, False]
+
+
+def test_dataset_sample(synth_cache):
+    c = Cache(synth_cache)
+    cds = c.case_days("train")[:2]
+    ds = SliceDataset25D(c, cds, stack=StackSpec(k=5, stride=1), size=(64, 96), ambiguous_margin=2)
+    s = ds[3]
+    assert s["inputs"].shape == (5, 64, 96) and s["inputs"].dtype == np.float32
+    assert s["mask"].shape == (3, 64, 96) and set(np.unique(s["mask"])) <= {0.0, 1.0}
+    # the centre channel is the target slice: equals the normalised raw slice mapped to the canvas
+    img = c.image("train", s["case_day"])
+    g = ds.geometry(s["case_day"], s["z"], img)
+    ref = g.forward(np.clip(img[s["z"]].astype(np.float32) / ds._scale(s["case_day"], img), 0, 1.5))
+    np.testing.assert_allclose(s["inputs"][2], ref, atol=1e-6)
+    # ambiguous slices (just outside the annotated range) get weight 0
+    idx = ds.items
+    w = np.array([ds[i]["weight"] for i in range(len(ds))])
+    s_, lo, hi = idx["slice"].to_numpy(), idx["first_anno"].to_numpy(), idx["last_anno"].to_numpy()
+    amb = (hi > 0) & (((s_ >= lo - 2) & (s_ < lo)) | ((s_ > hi) & (s_ <= hi + 2)))
+    np.testing.assert_array_equal(w == 0, amb)
