@@ -1,7 +1,7 @@
 """Write a family's probability maps (raw geometry) into the store.
 
-    python tools/predict.py CONFIG --split oof  [--folds 0 1 2] [key=value ...]   # each fold on its held-out cases
-    python tools/predict.py CONFIG --split test [--folds all | 0 1 2 3 4]         # mean over fold models
+    python tools/predict.py CONFIG --split oof  [--folds 0,1,2] [key=value ...]   # each fold on its held-out cases
+    python tools/predict.py CONFIG --split test [--folds all | 0,1,2,3,4]         # mean over fold models
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
     ap.add_argument("--split", choices=["oof", "test"], required=True)
-    ap.add_argument("--folds", nargs="*", default=None, help="fold indices (default: all folds), or 'all'")
+    ap.add_argument("--folds", default=None, help="comma-separated fold indices (default: every fold), or 'all' "
+                    "(test only: the model trained on every case)")
     ap.add_argument("overrides", nargs="*")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # overrides may follow options
     setup_offline()
     from kaggle_kit.config import ConfigError, load_config
     from kaggle_kit.registry import resolve
@@ -32,7 +33,10 @@ def main(argv=None) -> int:
         return 2
     folds = None
     if a.folds:
-        folds = "all" if a.folds == ["all"] else [int(f) for f in a.folds]
+        try:
+            folds = "all" if a.folds == "all" else [int(f) for f in a.folds.split(",")]
+        except ValueError:
+            ap.error(f"--folds {a.folds!r}: expected e.g. 0,1,2 or all")
     exp = cfg.get("exp") or Path(a.config).stem
     try:
         summary = fam.predict(cfg, exp, a.split, folds=folds)

@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fold", required=True, help="fold index, or 'all'")
     ap.add_argument("--resume", action="store_true", help="continue from the fold's last training checkpoint")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # overrides may follow options
     setup_offline()
     from kaggle_kit.config import ConfigError, dump_config, load_config
     from kaggle_kit.paths import work_dir

@@ -124,6 +124,15 @@ class SliceDataset25D:
         if self.with_labels and self.subset != "all":
             idx = select_subset(idx, self.subset, self.faulty)
         self.items = idx.reset_index(drop=True)
+        # plain arrays per column: pandas row access costs more than the rest of a sample
+        self._cd = self.items["case_day"].to_numpy()
+        self._z = self.items["z"].to_numpy().astype(int)
+        self._slice = self.items["slice"].to_numpy().astype(int)
+        self._lo = self.items["first_anno"].to_numpy().astype(int) if "first_anno" in idx else np.zeros(len(idx), int)
+        self._hi = self.items["last_anno"].to_numpy().astype(int) if "last_anno" in idx else np.zeros(len(idx), int)
+        self._presence = np.stack([self.items.get(f"has_{c}", pd.Series(0, index=self.items.index)).to_numpy()
+                                   for c in CLASSES], 1).astype(np.float32) if len(idx) else np.zeros((0, len(CLASSES)), np.float32)
+        self._vols: dict[str, tuple] = {}
         self._vol_scale: dict[str, float] = {}
         self._body: dict[str, tuple] = {}
         self._rng = np.random.default_rng(self.seed)
@@ -153,41 +162,44 @@ class SliceDataset25D:
             raise KeyError(f"unknown crop {self.crop!r}; options: [None, 'body', 'boxes']")
         return SliceGeometry(tuple(img.shape[1:]), tuple(self.size), box, self.geometry_mode)
 
-    def inputs(self, cd: str, z: int, img, geom: SliceGeometry) -> np.ndarray:
-        """float32 (k, h, w) model input of slice ``z`` of a case-day volume ``img`` (D, H, W)."""
+    def volumes(self, cd: str):
+        """(img, mask or None) memory maps of a case-day, opened once per dataset."""
+        if cd not in self._vols:
+            img = self.cache.image(self.split, cd)
+            mask = self.cache.mask(self.split, cd) if self.with_labels else None
+            self._vols[cd] = (img, mask)
+        return self._vols[cd]
+
+    def inputs(self, cd: str, z: int, img, geom: SliceGeometry, hwk: bool = False) -> np.ndarray:
+        """float32 (k, h, w) (or (h, w, k) with ``hwk``) model input of slice ``z`` of ``img`` (D, H, W)."""
         ids, valid = stack_indices(z, img.shape[0], self.stack)
-        st = np.asarray(img[ids])
-        x = normalise(st, self.norm, self._scale(cd, img) if self.norm == "volume" else None)
-        x[~valid] = 0.0
-        return geom.forward(np.ascontiguousarray(x.transpose(1, 2, 0))).transpose(2, 0, 1)
+        scale = self._scale(cd, img) if self.norm == "volume" else None
+        out = np.zeros(tuple(self.size) + (len(ids),), np.float32)
+        for j, (k, ok) in enumerate(zip(ids, valid)):
+            if ok:  # one 2D slice at a time: no (k, H, W) transposes of raw-size arrays
+                out[:, :, j] = geom.forward(normalise(np.asarray(img[k])[None], self.norm, scale)[0])
+        return out if hwk else np.ascontiguousarray(out.transpose(2, 0, 1))
 
     def __getitem__(self, i: int) -> dict:
-        row = self.items.iloc[i]
-        cd, z = row["case_day"], int(row["z"])
-        img = self.cache.image(self.split, cd)
+        cd, z = self._cd[i], int(self._z[i])
+        img, mask = self.volumes(cd)
         geom = self.geometry(cd, z, img, train=self.augment is not None)
-        x = self.inputs(cd, z, img, geom)  # (k, h, w)
+        img_hwk = self.inputs(cd, z, img, geom, hwk=True)
         C = len(CLASSES)
         if self.with_labels:
-            m = np.asarray(self.cache.mask(self.split, cd)[z])
-            ch = ((m[None] >> np.arange(C, dtype=np.uint8)[:, None, None]) & 1).transpose(1, 2, 0)
-            ch = geom.forward(np.ascontiguousarray(ch), interp="nearest")
-            if ch.ndim == 2:
-                ch = ch[:, :, None]
+            bits = geom.forward(np.asarray(mask[z]), interp="nearest")  # bit flags: nearest is exact
+            ch = ((bits[:, :, None] >> np.arange(C, dtype=np.uint8)) & 1).astype(np.uint8)
         else:
             ch = np.zeros(tuple(self.size) + (C,), np.uint8)
-        img_hwk = np.ascontiguousarray(x.transpose(1, 2, 0))
         if self.augment is not None:
             img_hwk, ch = self.augment(img_hwk, ch)
-        presence = np.array([(row.get(f"has_{c}", 0)) for c in CLASSES], np.float32)
-        s = int(row["slice"])
-        lo, hi = int(row.get("first_anno", 0)), int(row.get("last_anno", 0))
+        s, lo, hi = self._slice[i], self._lo[i], self._hi[i]
         amb = hi > 0 and self.ambiguous_margin > 0 and (
             (lo - self.ambiguous_margin <= s < lo) or (hi < s <= hi + self.ambiguous_margin))
         return {
             "inputs": np.ascontiguousarray(img_hwk.transpose(2, 0, 1), dtype=np.float32),
             "mask": np.ascontiguousarray(ch.transpose(2, 0, 1), dtype=np.float32),
-            "presence": presence,
+            "presence": self._presence[i].copy(),
             "weight": np.float32(0.0 if amb else 1.0),
             "case_day": cd,
             "z": z,

@@ -88,16 +88,18 @@ class CSVLogHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if outputs and "loss" in outputs:
-            self._loss_sum += float(outputs["loss"])
+            v = outputs["loss"]
+            self._loss_sum += float(v.detach() if hasattr(v, "detach") else v)
             self._n += 1
 
     def after_train_epoch(self, runner) -> None:
         lr = runner.optim_wrapper.get_lr()
         lr = float(next(iter(lr.values()))[0]) if isinstance(lr, dict) else float("nan")
-        self._pending = {"epoch": runner.epoch, "train_loss": self._loss_sum / max(self._n, 1), "lr": lr}
+        # runner.epoch counts finished epochs only after this hook: +1 gives the 1-based epoch just done
+        self._pending = {"epoch": runner.epoch + 1, "train_loss": self._loss_sum / max(self._n, 1), "lr": lr}
         self._loss_sum, self._n = 0.0, 0
         val_int = getattr(runner.train_loop, "val_interval", 1)
-        if runner.val_loop is None or (runner.epoch % max(val_int, 1)) != 0:
+        if runner.val_loop is None or ((runner.epoch + 1) % max(val_int, 1)) != 0:
             self._write(runner, {})
 
     def after_val_epoch(self, runner, metrics=None) -> None:

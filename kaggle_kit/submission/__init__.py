@@ -1,0 +1,1 @@
+"""Submission rows, validation and writing (:mod:`kaggle_kit.submission.writer`)."""

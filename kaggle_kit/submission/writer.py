@@ -1,0 +1,153 @@
+"""Submission rows, validation and atomic writing.
+
+Expected rows (``id, class``) of a split, in the order the submission must follow:
+
+- ``test``: ``sample_submission.csv`` when non-empty, else ``test.csv`` when present and non-empty, else
+  built from the images under ``test/`` (ids by case, day, slice; classes in ``CLASSES`` order);
+- ``train`` (OOF runs): ``train.csv`` when present and non-empty, else built from ``train/``.
+
+Every expected id must have an image (its geometry gives the RLE's pixel count).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.raw import CLASSES, DataError, discover_split
+from ..data.rle import rle_parse
+from ..utils import atomic_path
+
+__all__ = [
+    "HEADER",
+    "SubmissionError",
+    "attach_geometry",
+    "expected_rows",
+    "rows_from_slices",
+    "validate_submission",
+    "write_submission",
+]
+
+HEADER = ("id", "class", "predicted")
+_ROW_SOURCES = {"test": ("sample_submission.csv", "test.csv"), "train": ("train.csv",)}
+
+
+class SubmissionError(ValueError):
+    """A submission (or its expected rows) that does not fit; the message names the row."""
+
+
+def rows_from_slices(slices: pd.DataFrame, classes=CLASSES) -> pd.DataFrame:
+    """One row per (slice, class) of a ``discover_split`` table, slice-major in its order."""
+    ids = np.repeat(slices["id"].to_numpy(dtype=object), len(classes))
+    cls = np.tile(np.asarray(classes, dtype=object), len(slices))
+    return pd.DataFrame({"id": ids, "class": cls})
+
+
+def expected_rows(data_root, split: str = "test", slices: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The (id, class) rows a submission of ``split`` must have, in order (see the module docstring)."""
+    if split not in _ROW_SOURCES:
+        raise SubmissionError(f"split must be one of {sorted(_ROW_SOURCES)}, got {split!r}")
+    root = Path(data_root)
+    for name in _ROW_SOURCES[split]:
+        p = root / name
+        if not p.is_file():
+            continue
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        missing = {"id", "class"} - set(df.columns)
+        if missing:
+            raise SubmissionError(f"{p}: missing column(s) {sorted(missing)}")
+        if len(df):
+            rows = df[["id", "class"]].reset_index(drop=True)
+            _check_rows(rows, str(p))
+            return rows
+    if slices is None:
+        slices = discover_split(root, split)
+    return rows_from_slices(slices)
+
+
+def _check_rows(rows: pd.DataFrame, source: str) -> None:
+    bad = ~rows["class"].isin(CLASSES)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SubmissionError(f"{source}: row {i + 2} has unknown class {rows['class'].iloc[i]!r}; expected {CLASSES}")
+    dup = rows.duplicated(["id", "class"])
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise SubmissionError(f"{source}: row {i + 2} repeats ({rows['id'].iloc[i]}, {rows['class'].iloc[i]})")
+
+
+def attach_geometry(rows: pd.DataFrame, slices: pd.DataFrame, source: str = "rows") -> pd.DataFrame:
+    """rows + columns case_day, z, height, width from the slice table; SubmissionError for an id without image."""
+    geo = slices.set_index("id")[["case_day", "z", "height", "width"]]
+    missing = ~rows["id"].isin(geo.index)
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise SubmissionError(f"{source}: row {i + 2} id {rows['id'].iloc[i]!r} has no image "
+                              f"({int(missing.sum())} such row(s))")
+    return rows.join(geo, on="id")
+
+
+def write_submission(path, rows: pd.DataFrame, predicted) -> Path:
+    """Atomically write ``id,class,predicted`` in ``rows`` order; ``predicted``: list aligned with rows or a
+    dict (id, class) -> RLE string. A failure leaves no (partial) file at ``path``."""
+    if isinstance(predicted, dict):
+        try:
+            predicted = [predicted[k] for k in zip(rows["id"], rows["class"])]
+        except KeyError as e:
+            raise SubmissionError(f"no prediction for row {e.args[0]}") from None
+    if len(predicted) != len(rows):
+        raise SubmissionError(f"{len(predicted)} predictions for {len(rows)} rows")
+    lines = [",".join(HEADER)]
+    lines += [f"{i},{c},{p}" for i, c, p in zip(rows["id"], rows["class"], predicted)]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+    return path
+
+
+def validate_submission(sub_path, data_root, split: str = "test") -> dict:
+    """Check a submission against the expected rows of ``split`` and every RLE against its slice's geometry.
+
+    Exact header ``id,class,predicted``; same ids and classes in the same order; every RLE parses, with
+    sorted, positive, non-overlapping runs inside H*W. Raises SubmissionError naming the first bad row;
+    returns ``{"rows": n, "non_empty": k}``.
+    """
+    sub_path = Path(sub_path)
+    if not sub_path.is_file():
+        raise SubmissionError(f"{sub_path}: not found")
+    try:
+        sub = pd.read_csv(sub_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise SubmissionError(f"{sub_path}: not a readable CSV ({e})") from None
+    if tuple(sub.columns) != HEADER:
+        raise SubmissionError(f"{sub_path}: header {list(sub.columns)}; expected {list(HEADER)}")
+    slices = discover_split(data_root, split)
+    rows = expected_rows(data_root, split, slices)
+    if len(sub) != len(rows):
+        raise SubmissionError(f"{sub_path}: {len(sub)} rows; expected {len(rows)}")
+    for col in ("id", "class"):
+        diff = sub[col].to_numpy() != rows[col].to_numpy()
+        if diff.any():
+            i = int(np.flatnonzero(diff)[0])
+            raise SubmissionError(
+                f"{sub_path}: row {i + 2} is ({sub['id'].iloc[i]}, {sub['class'].iloc[i]}); expected "
+                f"({rows['id'].iloc[i]}, {rows['class'].iloc[i]}) (ids, classes and order must match exactly)")
+    if not len(rows):
+        return {"rows": 0, "non_empty": 0}
+    try:
+        geo = attach_geometry(rows, slices, str(sub_path))
+    except DataError as e:
+        raise SubmissionError(str(e)) from None
+    n_pix = (geo["height"].astype(np.int64) * geo["width"].astype(np.int64)).to_numpy()
+    non_empty = 0
+    for i, rle in enumerate(sub["predicted"].tolist()):
+        if not rle.strip():
+            continue
+        non_empty += 1
+        try:
+            rle_parse(rle, int(n_pix[i]))
+        except ValueError as e:
+            raise SubmissionError(f"{sub_path}: row {i + 2} ({sub['id'].iloc[i]}, {sub['class'].iloc[i]}, "
+                                  f"{geo['height'].iloc[i]}x{geo['width'].iloc[i]}): {e}") from None
+    return {"rows": len(sub), "non_empty": non_empty}

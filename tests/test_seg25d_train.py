@@ -1,0 +1,107 @@
+"""Training engine + 2.5D family end to end on a tiny synthetic cache (CPU)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import ROOT, run_tool
+
+TINY = ["data.size=[32, 32]", "train.batch_size=32", "train.epochs=1", "train.log_interval=5",
+        "train.val_batch_size=64", "data.augment=none"]
+
+
+def _overrides(cache, tmp, extra=()):
+    return [f"cache={cache}", f"work_root={tmp / 'work'}", f"pred_root={tmp / 'preds'}", *TINY, *extra]
+
+
+def test_train_then_predict_oof_in_raw_geometry(synth_cache, tmp_path):
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = _overrides(synth_cache, tmp_path)
+    run_tool("train.py", cfg, "--fold", 0, *ov)
+    wd = tmp_path / "work/seg25d/tiny_cpu/fold0"
+    for f in ("best.pth", "last.pth", "metrics.csv", "config.yaml", "epoch_1.pth"):
+        assert (wd / f).is_file(), f
+    sd, meta = load_inference_checkpoint(wd / "best.pth")  # weights_only=True load
+    assert meta["family"] == "seg25d" and meta["fold"] == 0 and meta["in_channels"] == 3
+    assert "val" in meta and "val/score" in meta["val"]
+    m = pd.read_csv(wd / "metrics.csv")
+    assert list(m["epoch"]) == [1] and "val/score" in m.columns
+    p = run_tool("predict.py", cfg, "--split", "oof", "--folds", 0, *ov)
+    cache = Cache(synth_cache)
+    store = ProbMapStore(tmp_path / "preds")
+    val_cds = [cd for cd in cache.case_days("train")
+               if cache.fold_of_case()[int(cd.split("_")[0][4:])] == 0]
+    assert val_cds and sorted(store.case_days("tiny_cpu", "oof")) == sorted(val_cds)
+    for cd in val_cds:
+        arr = store.read("tiny_cpu", "oof", cd)
+        assert arr.dtype == np.uint8 and arr.shape[1] == 3
+        assert arr.shape[0] == cache.image("train", cd).shape[0]
+        assert arr.shape[2:] == cache.image("train", cd).shape[1:]  # raw geometry, not the 32x32 canvas
+    man = store.manifest("tiny_cpu", "oof")
+    assert man["family"] == "seg25d" and man["folds"] == [0]
+    # the aux presence head is written as a classifier map alongside
+    assert store.read("tiny_cpu_aux", "oof", val_cds[0]).shape == (cache.image("train", val_cds[0]).shape[0], 3)
+    assert "error" not in p.stderr.lower()
+
+
+def test_strict_config_errors_from_cli(synth_cache, tmp_path):
+    p = run_tool("train.py", ROOT / "configs/seg25d/tiny_cpu.yaml", "--fold", 0, "train.epoch=2", check=False)
+    assert p.returncode == 2 and "did you mean 'train.epochs'" in p.stderr
+
+
+def _metrics_epochs(wd):
+    f = wd / "metrics.csv"
+    return list(pd.read_csv(f)["epoch"]) if f.is_file() else []
+
+
+def test_kill_and_resume(synth_cache, tmp_path):
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = _overrides(synth_cache, tmp_path, ["train.epochs=3"])
+    wd = tmp_path / "work/seg25d/tiny_cpu/fold1"
+    cmd = [sys.executable, str(ROOT / "tools/train.py"), str(cfg), "--fold", "1", *ov]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    t0 = time.time()
+    while not (wd / "epoch_1.pth").is_file():
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        assert time.time() - t0 < 600
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the checkpoint rename settle; epoch 2 is still running
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (wd / "epoch_3.pth").exists()
+    before = _metrics_epochs(wd)
+    p = run_tool("train.py", cfg, "--fold", 1, "--resume", *ov)
+    after = _metrics_epochs(wd)
+    # continued from the checkpoint: epochs after the kill are new rows; epoch 1 is never trained twice
+    assert after[: len(before)] == before and after.count(1) <= 1
+    assert after[-1] == 3 and sorted(set(after)) == after
+    assert (wd / "epoch_3.pth").is_file()
+    log = "".join(f.read_text() for f in wd.rglob("*.log"))
+    assert "resumed epoch: 1" in log.lower() or "resumed" in log.lower(), log[-2000:]
+    assert p.returncode == 0
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(synth_cache, tmp_path):
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = _overrides(synth_cache, tmp_path)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    p = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29531",
+                        str(ROOT / "tools/train.py"), str(cfg), "--fold", "2", *ov],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    wd = tmp_path / "work/seg25d/tiny_cpu/fold2"
+    assert (wd / "best.pth").is_file() and _metrics_epochs(wd) == [1]
+    log = "".join(f.read_text() for f in wd.rglob("*.log"))
+    assert "world_size: 2" in log.lower() or "distributed: true" in log.lower(), log[:3000]

@@ -1,0 +1,45 @@
+"""Ensemble stored probability maps into a submission (every number comes from the YAML).
+
+    python tools/ensemble.py ENSEMBLE.yaml --data-root ROOT --split test --out submission.csv [--preds preds]
+    python tools/ensemble.py ENSEMBLE.yaml --data-root ROOT --split oof --out oof_sub.csv [--cache CACHE]
+
+``--split oof`` ensembles the out-of-fold maps of the train slices and scores the result against the
+cache masks (``--cache``) or train.csv; the last stdout line is then the metric JSON (with "score").
+No partial file is left at --out when anything fails (exit code 2 and a message naming the problem).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kaggle_kit.data.raw import DataError
+from kaggle_kit.io.probmaps import ProbMapError
+from kaggle_kit.post.ensemble import SPLITS, ConfigError, load_ensemble_config, run_ensemble
+from kaggle_kit.submission.writer import SubmissionError
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="ensemble YAML (members, weights, thresholds, post-processing)")
+    ap.add_argument("--data-root", required=True, help="competition folder (train/, test/, CSVs)")
+    ap.add_argument("--split", choices=sorted(SPLITS), default="test")
+    ap.add_argument("--out", required=True, help="submission CSV to write")
+    ap.add_argument("--preds", default="preds", help="probability-map root (preds/<exp>/<split>/)")
+    ap.add_argument("--cache", default=None, help="cache with train masks for --split oof (else train.csv)")
+    a = ap.parse_args(argv)
+    try:
+        cfg = load_ensemble_config(a.config)
+        summary = run_ensemble(cfg, a.data_root, a.split, a.out, a.preds, a.cache)
+    except (ConfigError, ProbMapError, SubmissionError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    metric = summary.pop("metric", None)
+    print(json.dumps(summary))
+    if metric is not None:
+        print(json.dumps(metric))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
