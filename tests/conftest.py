@@ -38,3 +38,21 @@ def run_tool(script: str, *args, check=True, env=None):
     if check and p.returncode != 0:
         raise AssertionError(f"{script} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+TINY_SEG = ["data.size=[32, 32]", "train.batch_size=32", "train.epochs=1", "train.log_interval=5",
+            "train.val_batch_size=64", "data.augment=none"]
+
+
+@pytest.fixture(scope="session")
+def trained_seg25d(synth_cache, tmp_path_factory):
+    """A tiny 2.5D model trained on fold 0 (1 epoch, 32x32) with OOF (fold 0) and test maps written.
+
+    Returns dict(work_root, pred_root, exp, config, overrides)."""
+    tmp = tmp_path_factory.mktemp("seg25d")
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = [f"cache={synth_cache}", f"work_root={tmp / 'work'}", f"pred_root={tmp / 'preds'}", *TINY_SEG]
+    run_tool("train.py", cfg, "--fold", 0, *ov)
+    run_tool("predict.py", cfg, "--split", "oof", "--folds", "0", *ov)
+    run_tool("predict.py", cfg, "--split", "test", "--folds", "0", *ov)
+    return {"work_root": tmp / "work", "pred_root": tmp / "preds", "exp": "tiny_cpu", "config": cfg, "overrides": ov}

@@ -106,12 +106,14 @@ def write_submission(path, rows: pd.DataFrame, predicted) -> Path:
     return path
 
 
-def validate_submission(sub_path, data_root, split: str = "test") -> dict:
+def validate_submission(sub_path, data_root, split: str = "test", slices: pd.DataFrame | None = None,
+                        rows: pd.DataFrame | None = None) -> dict:
     """Check a submission against the expected rows of ``split`` and every RLE against its slice's geometry.
 
     Exact header ``id,class,predicted``; same ids and classes in the same order; every RLE parses, with
     sorted, positive, non-overlapping runs inside H*W. Raises SubmissionError naming the first bad row;
-    returns ``{"rows": n, "non_empty": k}``.
+    returns ``{"rows": n, "non_empty": k}``. ``slices``/``rows`` restrict the check to a subset of the split
+    (the notebook's debug mode on a few train case-days).
     """
     sub_path = Path(sub_path)
     if not sub_path.is_file():
@@ -122,8 +124,10 @@ def validate_submission(sub_path, data_root, split: str = "test") -> dict:
         raise SubmissionError(f"{sub_path}: not a readable CSV ({e})") from None
     if tuple(sub.columns) != HEADER:
         raise SubmissionError(f"{sub_path}: header {list(sub.columns)}; expected {list(HEADER)}")
-    slices = discover_split(data_root, split)
-    rows = expected_rows(data_root, split, slices)
+    if slices is None:
+        slices = discover_split(data_root, split)
+    if rows is None:
+        rows = expected_rows(data_root, split, slices)
     if len(sub) != len(rows):
         raise SubmissionError(f"{sub_path}: {len(sub)} rows; expected {len(rows)}")
     for col in ("id", "class"):

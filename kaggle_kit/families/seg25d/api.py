@@ -28,4 +28,12 @@ def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> di
     )
 
 
-family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict)
+def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=None):
+    """A loaded model: ``pred(cache, split, case_day)`` -> float32 (D, C, H, W) in raw geometry
+    (and ``pred.last_presence`` (D, C) from the aux head, if any). Loads with weights_only=True."""
+    from .predict import Predictor25D
+
+    return Predictor25D(ckpt_path, device=device, batch_size=batch_size, tta=tta)
+
+
+family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)

@@ -1,0 +1,116 @@
+"""The offline notebook: bundle -> nbclient run under `unshare -n` -> valid submission.csv."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from .conftest import ROOT, run_tool
+
+NB = ROOT / "submission" / "kaggle_kit_inference.ipynb"
+RUNNER = r'''
+import os, sys, json, nbformat
+from nbclient import NotebookClient
+nb = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+print(out)
+'''
+
+
+def _can_unshare() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+def run_notebook(python, nb_path, env, tmp_path) -> str:
+    """Execute the notebook with ``python``'s kernel, with no network at all when unshare is available."""
+    script = tmp_path / "run_nb.py"
+    script.write_text(RUNNER)
+    cmd = [str(python), str(script), str(nb_path), str(tmp_path)]
+    if _can_unshare():  # a fresh network namespace: no route anywhere; loopback up for the kernel's ZMQ
+        cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env), timeout=900)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_seg25d, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle")
+    ens = tmp / "ensemble.yaml"
+    ens.write_text(yaml.safe_dump({
+        "members": [{"exp": "tiny_cpu", "kind": "pixel", "weight": 1.0},
+                    {"exp": "tiny_cpu_aux", "kind": "classifier", "weight": 1.0}],
+        "threshold": 0.5, "gating": {"prob": 0.05}, "min_area_2d": 2}))
+    out = tmp / "bundle"
+    run_tool("bundle.py", "--out", out, "--ensemble", ens, "--work-root", trained_seg25d["work_root"],
+             "--preds", trained_seg25d["pred_root"], "--no-wheels")
+    return out
+
+
+def _validate(sub, root, split="test"):
+    run_tool("validate_submission.py", sub, "--data-root", root, "--split", split)
+
+
+def test_bundle_manifest(bundle):
+    man = json.loads((bundle / "bundle.json").read_text())
+    names = {m["name"]: m for m in man["members"]}
+    assert names["tiny_cpu"]["checkpoints"] == ["checkpoints/tiny_cpu/fold0.pth"]
+    assert names["tiny_cpu_aux"]["source"] == "tiny_cpu"
+    assert all(len(h) == 64 for h in man["sha256"].values())
+    assert "checkpoints/tiny_cpu/fold0.pth" in man["sha256"]
+
+
+def test_notebook_real_path_offline(bundle, synth_root, tmp_path):
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(bundle), "KK_DATA": str(synth_root), "KK_OUT": str(out)}
+    text = run_notebook(sys.executable, NB, env, tmp_path)
+    assert "mode=test" in text and "FALLBACK" not in text, text[-3000:]
+    _validate(out, synth_root)
+    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
+    sample = pd.read_csv(synth_root / "sample_submission.csv", dtype=str, keep_default_na=False)
+    assert sub[["id", "class"]].equals(sample[["id", "class"]])  # sample_submission order
+
+
+def test_notebook_debug_mode_and_broken_member(bundle, synth_root, tmp_path):
+    # public-run situation: an empty test/ and a header-only sample_submission
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns("test"))
+    (root / "test").mkdir()
+    (root / "sample_submission.csv").write_text("id,class,predicted\n")
+    # a second pixel member whose checkpoint is corrupt
+    b2 = tmp_path / "bundle"
+    shutil.copytree(bundle, b2)
+    man = json.loads((b2 / "bundle.json").read_text())
+    bad = dict(man["members"][0], name="broken", exp="broken", checkpoints=["checkpoints/broken/fold0.pth"])
+    (b2 / "checkpoints/broken").mkdir()
+    (b2 / "checkpoints/broken/fold0.pth").write_bytes(b"not a checkpoint")
+    man["members"].append(bad)
+    (b2 / "bundle.json").write_text(json.dumps(man))
+    ens = yaml.safe_load((b2 / "ensemble.yaml").read_text())
+    ens["members"].append({"exp": "broken", "kind": "pixel", "weight": 1.0})
+    (b2 / "ensemble.yaml").write_text(yaml.safe_dump(ens))
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(b2), "KK_DATA": str(root), "KK_OUT": str(out), "KK_DEBUG_CASE_DAYS": "2"}
+    text = run_notebook(sys.executable, NB, env, tmp_path)
+    assert "mode=debug" in text and "member 'broken' dropped" in text, text[-3000:]
+    assert '"debug_score"' in text
+    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
+    from kaggle_kit.data.raw import discover_split
+
+    cds = list(dict.fromkeys(discover_split(root, "train")["case_day"]))[:2]
+    assert sub["id"].str.rsplit("_slice", n=1).str[0].isin(cds).all() and len(sub) > 0
+
+
+def test_notebook_total_failure_still_writes_file(synth_root, tmp_path):
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(tmp_path / "no_bundle"), "KK_DATA": str(synth_root), "KK_OUT": str(out)}
+    text = run_notebook(sys.executable, NB, env, tmp_path)
+    assert "FALLBACK" in text
+    _validate(out, synth_root)
