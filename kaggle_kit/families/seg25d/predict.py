@@ -26,7 +26,7 @@ class Predictor25D:
         sd, meta = load_inference_checkpoint(ckpt_path)
         self.meta = meta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        net = build_net(meta["model"], meta["in_channels"])
+        net = build_net(meta["model"], meta["in_channels"], load_weights=False)
         missing, unexpected = net.load_state_dict(sd, strict=False)
         if missing or unexpected:
             raise ValueError(f"{ckpt_path}: state dict does not match the model in its meta "

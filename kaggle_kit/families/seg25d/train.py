@@ -18,10 +18,15 @@ def exp_name(cfg: dict, config_path=None) -> str:
     return cfg.get("exp") or (Path(config_path).stem if config_path else FAMILY)
 
 
-def build_net(model_cfg: dict, in_channels: int):
-    """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds)."""
+def build_net(model_cfg: dict, in_channels: int, load_weights: bool = True):
+    """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds).
+
+    ``load_weights=False`` ignores ``weights_path`` (inference: the checkpoint's state dict follows, and the
+    local pretrained file of training time does not exist on Kaggle)."""
     m = dict(model_cfg)
     backend = m.pop("backend", "smp")
+    extra = dict(m.get("extra") or {})
+    wp = m.get("weights_path") if load_weights else None
     if m.get("encoder_weights"):
         raise ValueError("encoder_weights must be null: nothing downloads; pass a local file as weights_path")
     if backend == "smp":
@@ -29,12 +34,12 @@ def build_net(model_cfg: dict, in_channels: int):
 
         return build_seg_model(arch=m["arch"], encoder_name=m["encoder_name"], in_channels=in_channels,
                                classes=m["classes"], encoder_weights=None, aux_head=m.get("aux_head", False),
-                               weights_path=m.get("weights_path"))
+                               weights_path=wp, **extra)
     if backend == "mmseg":
         from ..seg25d_mmseg.model import build_mmseg_upernet
 
         return build_mmseg_upernet(backbone=m["encoder_name"], in_channels=in_channels, classes=m["classes"],
-                                   weights_path=m.get("weights_path"))
+                                   weights_path=wp, **extra)
     raise KeyError(f"unknown model backend {backend!r}; options: ['smp', 'mmseg']")
 
 
