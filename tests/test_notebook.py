@@ -114,3 +114,30 @@ def test_notebook_total_failure_still_writes_file(synth_root, tmp_path):
     text = run_notebook(sys.executable, NB, env, tmp_path)
     assert "FALLBACK" in text
     _validate(out, synth_root)
+
+
+@pytest.mark.slow
+def test_fresh_venv_installs_bundle_offline(trained_seg25d, synth_root, tmp_path):
+    """The Kaggle situation: a Python with torch/torchvision only; the notebook installs kaggle_kit and its
+    dependencies from the bundle's wheels with --no-index, then runs with no network at all."""
+    ens = tmp_path / "ensemble.yaml"
+    ens.write_text(yaml.safe_dump({"members": [{"exp": "tiny_cpu", "kind": "pixel", "weight": 1.0}],
+                                   "threshold": 0.5}))
+    b = tmp_path / "bundle"
+    run_tool("bundle.py", "--out", b, "--ensemble", ens, "--work-root", trained_seg25d["work_root"],
+             "--preds", trained_seg25d["pred_root"])
+    assert any(p.name.startswith("kaggle_kit-") for p in (b / "wheels").glob("*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    # torch/torchvision from this machine's disk (as preinstalled on Kaggle), plus the notebook runner
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "torch==2.14.1", "torchvision==0.29.1",
+                    "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"], check=True)
+    probe = subprocess.run([str(py), "-c", "import importlib.util as u; print(u.find_spec('kaggle_kit'))"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert probe.stdout.strip() == "None"  # nothing of ours before the notebook installs it
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(b), "KK_DATA": str(synth_root), "KK_OUT": str(out), "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    text = run_notebook(py, b / "kaggle_kit_inference.ipynb", env, tmp_path)
+    assert "installed" in text and "mode=test" in text and "FALLBACK" not in text, text[-3000:]
+    _validate(out, synth_root)
