@@ -13,6 +13,9 @@ REGISTRIES: dict[str, dict[str, str]] = {
     # kind -> name -> "module:attr"; families add themselves here as they are written.
     "family": {
         "seg25d": "kaggle_kit.families.seg25d.api:family",
+        "seg3d": "kaggle_kit.families.seg3d.api:family",
+        "cls": "kaggle_kit.families.cls.api:family",
+        "det_yolo": "kaggle_kit.families.det_yolo.api:family",
     },
 }
 

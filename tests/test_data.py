@@ -12,7 +12,6 @@ from kaggle_kit.data.cache import Cache, prepare_cache
 from kaggle_kit.data.folds import make_folds, select_subset
 from kaggle_kit.data.raw import CLASSES, DataError, discover_split, load_labels, parse_id, parse_slice_filename
 from kaggle_kit.data.rle import rle_decode
-from kaggle_kit.data.synthetic import GEOMETRIES
 
 from .conftest import run_tool
 

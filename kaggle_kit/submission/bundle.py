@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import json
 import re
 import shutil
 import subprocess

@@ -138,7 +138,6 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
     print(f"[kaggle_kit] mode={mode}: {slices['case_day'].nunique()} case-days, {len(rows)} rows", flush=True)
     vols = PngVolumes(data_root, split, slices)
     members, dropped = load_bundle_members(bundle, manifest["members"], device)
-    by_name = {m.name: m for m in members}
     rle: dict[tuple[str, str], str] = {}
     case_days = vols.case_days()
     t0 = time.time()
