@@ -1,0 +1,52 @@
+"""Score a submission (or OOF) CSV against a truth file in train.csv form; geometry from the image files.
+
+    python tools/score.py --truth TRUTH.csv --pred SUB.csv --data-root ROOT [--split test]
+        [--metric 3d] [--plots DIR] [--worst 10] [--only-pred-case-days]
+
+Prints a table per class and the worst case-days, and as its LAST line one JSON object: score, dice,
+hausdorff (mean normalised distance), metric, counts, per_class {class: dice, hausdorff, score, iou,
+precision, recall, ...} and worst_case_days. Metric names: 3d (default), 3d_directed, 2d, 3d_unit_cube,
+each optionally +empty_dice_one (see kaggle_kit.post.metric). A bad input file (missing or duplicated
+rows, ids without an image, an RLE that does not fit its slice) exits 2 with a message naming the rows.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kaggle_kit.data.raw import DataError
+from kaggle_kit.post.metric import METRIC_NAMES, MetricConfig
+from kaggle_kit.scoring import report_json, report_tables, score_files, write_plots
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--truth", required=True, help="truth CSV: id,class,segmentation (train.csv form)")
+    ap.add_argument("--pred", required=True, help="prediction CSV: id,class,predicted (or segmentation)")
+    ap.add_argument("--data-root", required=True, help="competition folder (geometry from its images)")
+    ap.add_argument("--split", default="train", help="image folder under the data root (train or test)")
+    ap.add_argument("--metric", default="3d", help=f"metric variant; parts: {', '.join(METRIC_NAMES)}")
+    ap.add_argument("--plots", default=None, help="write per-class bars and worst case-day overlays here")
+    ap.add_argument("--worst", type=int, default=10, help="case-days listed in the table")
+    ap.add_argument("--only-pred-case-days", action="store_true",
+                    help="score only the case-days present in --pred (e.g. one fold's OOF against train.csv)")
+    a = ap.parse_args(argv)
+    try:
+        cfg = MetricConfig.from_name(a.metric)
+    except KeyError as e:
+        ap.error(str(e.args[0]))
+    try:
+        scorer, tables = score_files(a.truth, a.pred, a.data_root, a.split, cfg, a.only_pred_case_days)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report_tables(scorer, a.worst))
+    if a.plots:
+        for p in write_plots(scorer, tables, a.plots):
+            print(f"wrote {p}", file=sys.stderr)
+    print(report_json(scorer))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
