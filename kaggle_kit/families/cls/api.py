@@ -1,0 +1,46 @@
+"""The slice classifier family as the tools see it (registered as ``cls``)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+NAME = "cls"
+KIND = "classifier"
+
+
+def train(cfg: dict, fold, exp: str, resume: bool = False):
+    from .train import train as _train
+
+    return _train(cfg, fold, exp, resume=resume)
+
+
+def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) -> dict:
+    """Write (D, C) maps for ``split``; for "oof" also the report (per-class AUC, P/R, PR curves)."""
+    from ...engine.predict import predict_split
+    from ..seg25d.train import load_boxes_for
+    from .predict import ClsPredictor
+
+    p = cfg["predict"]
+    summary = predict_split(
+        family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
+        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
+        make_predictor=lambda ck: ClsPredictor(ck, batch_size=p["batch_size"], tta=p["tta"]),
+        boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
+    )
+    if split == "oof" and report:
+        from .report import report_exp
+
+        rep = report_exp(cfg["cache"], cfg["pred_root"], exp, threshold=p["threshold"])
+        summary["macro_auc"] = rep["macro_auc"]
+        summary.update({f"auc_{c}": v["auc"] for c, v in rep["classes"].items()})
+    return summary
+
+
+def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 64, device=None):
+    """A loaded classifier: ``pred(cache, split, case_day)`` -> float32 (D, C) presence probabilities.
+    Loads with weights_only=True; ``cache`` may be any Cache look-alike (the notebook's PNG reader)."""
+    from .predict import ClsPredictor
+
+    return ClsPredictor(ckpt_path, device=device, batch_size=batch_size, tta=tta)
+
+
+family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)

@@ -1,0 +1,105 @@
+"""Training of the slice classifier on one fold (or ``fold="all"``) with the shared engine.
+
+The datasets are the 2.5D family's (same ``data`` section, same SliceDataset25D, same crops), the target is
+each item's ``presence`` (C,). Validation logs per-class ROC-AUC and precision/recall at the operating
+threshold (``predict.threshold``) every epoch (metrics.csv, TensorBoard); the exported ``best.pth`` is the
+epoch with the best mean AUC. After training, the best checkpoint is run over the fold's held-out case-days
+(every slice) and ``<work_dir>/report/{report.json, pr_curves.png}`` is written.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...data.cache import Cache
+from ...data.raw import CLASSES
+from ...paths import work_dir as make_work_dir
+
+__all__ = ["FAMILY", "MaskPresence", "build_net", "fold_report", "train"]
+
+FAMILY = "cls"
+
+
+class MaskPresence:
+    """A SliceDataset25D whose items' ``presence`` (C,) is computed from the raw mask slice (bitwise OR of the
+    flags, :func:`.report.slice_presence`) rather than read from the cache index's ``has_*`` columns, which
+    are wrong when two organs share a slice (index built with a max over flags; reported to the lead)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self._pres: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def presence(self, cd: str) -> np.ndarray:
+        if cd not in self._pres:
+            from .report import slice_presence
+
+            self._pres[cd] = slice_presence(self.ds.volumes(cd)[1]).astype(np.float32)
+        return self._pres[cd]
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.ds[i]
+        item["presence"] = self.presence(item["case_day"])[item["z"]].copy()
+        return item
+
+
+def build_net(model_cfg: dict, in_channels: int):
+    """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds)."""
+    from .model import build_cls_model
+
+    m = model_cfg
+    return build_cls_model(backbone=m["backbone"], in_chans=in_channels, classes=m["classes"],
+                           weights_path=m.get("weights_path"), drop_rate=m.get("drop_rate", 0.0),
+                           **(m.get("kwargs") or {}))
+
+
+def train(cfg: dict, fold, exp: str, resume: bool = False):
+    """Train one fold; returns the work dir (best.pth / last.pth inference checkpoints, report/)."""
+    from ...engine.metrics import ClsValMetric
+    from ...engine.runner import build_runner
+    from ..seg25d.train import make_datasets
+    from .model import build_cls_loss
+
+    cache = Cache(cfg["cache"])
+    train_ds, val_ds = make_datasets(cfg, cache, fold)
+    train_ds, val_ds = MaskPresence(train_ds), (MaskPresence(val_ds) if val_ds is not None else None)
+    if len(train_ds) == 0:
+        raise ValueError(f"fold {fold}: no training slices (subset {cfg['data']['subset_train']!r})")
+    net = build_net(cfg["model"], cfg["data"]["k"])
+    wd = make_work_dir(cfg["work_root"], FAMILY, exp, fold)
+    meta = {"family": FAMILY, "exp": exp, "fold": fold, "task": "cls", "classes": list(CLASSES),
+            "model": cfg["model"], "in_channels": cfg["data"]["k"], "data": cfg["data"],
+            "threshold": cfg["predict"]["threshold"], "fingerprint": cache.fingerprint()}
+    runner = build_runner(net=net, loss_fn=build_cls_loss(cfg["loss"]), task="cls", train_ds=train_ds,
+                          val_ds=val_ds, val_metric=ClsValMetric(threshold=cfg["predict"]["threshold"]),
+                          train_cfg=cfg["train"], work_dir=wd, meta=meta, resume=resume)
+    runner.train()
+    if fold != "all":
+        fold_report(cfg, exp, fold, cache)
+    return wd
+
+
+def fold_report(cfg: dict, exp: str, fold, cache: Cache | None = None, which: str = "best") -> dict:
+    """Run a fold's checkpoint over its held-out case-days and write ``<work_dir>/report/``; returns it."""
+    from ...data.dataset25d import fold_case_days
+    from ...paths import inference_checkpoint
+    from ..seg25d.train import load_boxes_for
+    from .predict import ClsPredictor
+    from .report import format_report, slice_presence, write_report
+
+    cache = cache or Cache(cfg["cache"])
+    p = cfg["predict"]
+    pred = ClsPredictor(inference_checkpoint(cfg["work_root"], FAMILY, exp, fold, which),
+                        batch_size=p["batch_size"], tta=p["tta"])
+    boxes = load_boxes_for(cfg, "train") if cfg["data"]["crop"] == "boxes" else None
+    ts, ps = [], []
+    for cd in fold_case_days(cache, fold, "val"):
+        ts.append(slice_presence(cache.mask("train", cd)))
+        ps.append(pred(cache, "train", cd, boxes=boxes))
+    wd = make_work_dir(cfg["work_root"], FAMILY, exp, fold)
+    rep = write_report(np.concatenate(ts), np.concatenate(ps), wd / "report", p["threshold"],
+                       name=f"{exp} fold {fold} ({which}.pth, held-out slices)",
+                       extra={"exp": exp, "fold": fold, "checkpoint": which})
+    print(format_report(rep, f"{exp} fold {fold} held-out"))
+    return rep

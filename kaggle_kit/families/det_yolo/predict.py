@@ -1,0 +1,236 @@
+"""Prediction of the crop detector: one box per slice (with score) for every case-day of a split.
+
+The network is rebuilt from the inference checkpoint's meta (``model_cfg``: the ultralytics model dict,
+no YAML file needed) and its weights loaded from ``best.pth`` with ``torch.load(weights_only=True)``;
+ultralytics' predictor is not used: slices go through the same 8-bit conversion as the training PNGs
+(:func:`~.dataset.yolo_image`) and ultralytics' validation letterbox, and the highest-scoring candidate of
+each slice is its detection (one region per slice, so no NMS is needed). Per case-day the detections are
+smoothed along z, expanded by a margin and completed with a fallback box (:func:`~.boxes.finalise_boxes`).
+
+Output: ``<pred_root>/<exp>/<split>/boxes.csv`` (case_day, z, slice, y0, y1, x0, x1, score, detected; raw
+pixels, end-exclusive), written atomically, and ``boxes.json`` next to it (family, folds, parameters, data
+fingerprint, and for ``oof`` the box recall of organ pixels). Splits: ``oof`` (each train case-day by the
+fold model that did not see it) and ``test``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...data.cache import Cache
+from ...data.dataset25d import body_box, fold_case_days, volume_scale
+from ...engine.checkpoint import load_inference_checkpoint
+from ...utils import atomic_write_json, atomic_write_text, progress
+from .boxes import BOX_COLUMNS, box_recall, boxes_frame, finalise_boxes
+from .dataset import letterbox, yolo_image
+
+__all__ = ["DetPredictor", "boxes_path", "build_detector", "case_day_boxes", "load_boxes", "predict_boxes", "read_boxes_manifest",
+           "truth_boxes_matching"]
+
+_SPLIT_ALIAS = {"train": "oof", "oof": "oof", "test": "test"}
+
+
+def boxes_path(pred_root, exp: str, split: str) -> Path:
+    """``<pred_root>/<exp>/<split>/boxes.csv``; ``split`` "train" is read as "oof" (the 2.5D family passes
+    the cache split)."""
+    if split not in _SPLIT_ALIAS:
+        raise KeyError(f"unknown split {split!r}; options: ['oof', 'test'] ('train' = 'oof')")
+    return Path(pred_root) / exp / _SPLIT_ALIAS[split] / "boxes.csv"
+
+
+def load_boxes(pred_root, exp: str, split: str) -> pd.DataFrame:
+    """The detector's boxes of ``split``: DataFrame indexed by (case_day, z) with int y0, y1, x0, x1 (raw
+    pixels, end-exclusive, non-empty), float score and int detected (0 = fallback box)."""
+    p = boxes_path(pred_root, exp, split)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no detector boxes for experiment {exp!r}, split {_SPLIT_ALIAS[split]!r}; "
+                                f"run tools/predict.py <det config> --split {_SPLIT_ALIAS[split]}")
+    df = pd.read_csv(p)
+    missing = [c for c in ["case_day", "z", *BOX_COLUMNS] if c not in df]
+    if missing:
+        raise ValueError(f"{p}: missing columns {missing}")
+    df[BOX_COLUMNS + ["z"]] = df[BOX_COLUMNS + ["z"]].astype(np.int64)
+    bad = (df["y1"] <= df["y0"]) | (df["x1"] <= df["x0"]) | (df["y0"] < 0) | (df["x0"] < 0)
+    if bad.any():
+        raise ValueError(f"{p}: {int(bad.sum())} empty or negative box(es), e.g. {df[bad].iloc[0].to_dict()}")
+    return df.set_index(["case_day", "z"]).sort_index()
+
+
+def read_boxes_manifest(pred_root, exp: str, split: str) -> dict:
+    p = boxes_path(pred_root, exp, split).with_name("boxes.json")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no boxes manifest")
+    return json.loads(p.read_text())
+
+
+def truth_boxes_matching(cache: Cache, split: str, pred_root, exp: str) -> pd.DataFrame:
+    """Ground-truth boxes built like detector experiment ``exp``'s predictions (its box mode, body threshold and
+    predict margin, read from its ``boxes.json``): the crops a 2.5D model should train on when it will be fed
+    that experiment's boxes. ``truth_boxes(cache, split)`` with no arguments matches the default config."""
+    from .boxes import truth_boxes
+
+    man = read_boxes_manifest(pred_root, exp, "oof")
+    d = man["data"]
+    return truth_boxes(cache, split, mode=d["mode"], margin=man["params"]["margin"], body_frac=d["body_frac"])
+
+
+def build_detector(model_cfg: dict, nc: int = 1):
+    """ultralytics DetectionModel from its model dict (as stored in the checkpoint meta), random init."""
+    from ...env import setup_offline
+
+    setup_offline()
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel(dict(model_cfg), ch=3, nc=nc, verbose=False)
+
+
+class DetPredictor:
+    """One loaded detector. ``raw(cache, split, case_day)`` -> (boxes float (D, 4) y0,y1,x0,x1 raw pixels,
+    scores float (D,)): the best candidate of every slice, before smoothing/fallback."""
+
+    def __init__(self, ckpt_path, device=None, batch_size: int = 32):
+        import torch
+
+        sd, meta = load_inference_checkpoint(ckpt_path)
+        if meta.get("task") != "det":
+            raise ValueError(f"{ckpt_path}: not a detector checkpoint (task {meta.get('task')!r})")
+        self.meta = meta
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        net = build_detector(meta["model_cfg"], nc=int(meta["nc"]))
+        net.load_state_dict(sd, strict=True)
+        self.net = net.to(self.device).float().eval()
+        self.imgsz = int(meta["imgsz"])
+        self.data = meta["data"]
+        self.batch_size = batch_size
+
+    def _forward(self, ims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, S, S, 3) letterboxed, PNG channel order -> best (cx, cy, w, h) (B, 4) and score (B,)."""
+        import torch
+
+        # ultralytics reverses OpenCV's BGR order before the network (Format: img[::-1]); do the same
+        x = torch.from_numpy(np.ascontiguousarray(ims[..., ::-1].transpose(0, 3, 1, 2))).to(self.device)
+        with torch.inference_mode():
+            y = self.net(x.float() / 255.0)
+            y = y[0] if isinstance(y, (tuple, list)) else y  # (B, 4 + nc, A): xywh in input pixels, class probs
+            scores, _ = y[:, 4:].max(1)
+            best = scores.argmax(1)
+            b = torch.arange(len(y), device=y.device)
+            xywh = y[b, :4, best]
+            s = scores[b, best]
+        return xywh.float().cpu().numpy(), s.float().cpu().numpy()
+
+    def raw(self, cache: Cache, split: str, case_day: str) -> tuple[np.ndarray, np.ndarray]:
+        img = cache.image(split, case_day)
+        D = img.shape[0]
+        scale = volume_scale(img)
+        boxes = np.zeros((D, 4), np.float64)
+        scores = np.zeros(D, np.float64)
+        for b0 in range(0, D, self.batch_size):
+            zs = list(range(b0, min(D, b0 + self.batch_size)))
+            lb = [letterbox(yolo_image(img, z, scale, self.data["channels"], self.data["stride"]), self.imgsz) for z in zs]
+            xywh, s = self._forward(np.stack([a for a, _ in lb]))
+            ry, rx, top, left = lb[0][1]  # same for every slice of a case-day
+            cx, cy, w, h = xywh.T
+            boxes[zs] = np.stack([(cy - h / 2 - top) / ry, (cy + h / 2 - top) / ry,
+                                  (cx - w / 2 - left) / rx, (cx + w / 2 - left) / rx], 1)
+            scores[zs] = s
+        return boxes, scores
+
+    def __call__(self, cache: Cache, split: str, case_day: str, params: dict | None = None) -> pd.DataFrame:
+        """Final boxes of one case-day (smoothed, margin, fallback; ``params`` default: the checkpoint's
+        ``predict`` section): rows case_day, z, y0, y1, x0, x1, score, detected."""
+        return case_day_boxes([self], cache, split, case_day, params or self.meta["predict"])
+
+
+def case_day_boxes(predictors, cache: Cache, split: str, case_day: str, params: dict) -> pd.DataFrame:
+    """Several detectors (e.g. fold models) on one case-day -> its final box rows (see ``DetPredictor``)."""
+    raw, scores = _combine([m.raw(cache, split, case_day) for m in predictors])
+    boxes, det = postprocess(raw, scores, cache.image(split, case_day), params)
+    return boxes_frame(case_day, boxes, score=np.round(scores, 4), detected=det.astype(int))
+
+
+def _combine(raws: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Several models' detections of one case-day: score-weighted mean box, mean score."""
+    if len(raws) == 1:
+        return raws[0]
+    b = np.stack([r[0] for r in raws])  # (M, D, 4)
+    s = np.stack([r[1] for r in raws])  # (M, D)
+    w = s + 1e-6
+    return (b * w[..., None]).sum(0) / w.sum(0)[:, None], s.mean(0)
+
+
+def postprocess(raw_boxes, scores, img, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothing, margin and fallback (``predict`` section ``p``) for one case-day volume ``img``."""
+    fb = body_box(img) if p["fallback"] == "body" else None
+    return finalise_boxes(raw_boxes, scores, tuple(img.shape[1:]), conf=p["conf"], smooth=p["smooth"],
+                          window=p["smooth_window"], margin=p["margin"], fallback_box=fb)
+
+
+def predict_boxes(cfg: dict, exp: str, split: str, folds=None) -> dict:
+    """Write ``boxes.csv`` + ``boxes.json`` for ``split`` ("oof" or "test"); returns a summary (with the box
+    recall of organ pixels for "oof"). Existing rows of other case-days are kept (a per-fold run extends the
+    table)."""
+    from ...engine.predict import available_folds
+    from ...paths import inference_checkpoint
+
+    cache = Cache(cfg["cache"])
+    p = cfg["predict"]
+    family = "det_yolo"
+    folds = available_folds(cache) if folds is None else folds
+    if split == "oof":
+        plan = [([f], fold_case_days(cache, f, "val")) for f in folds]
+        cache_split = "train"
+    elif split == "test":
+        plan = [(["all"] if folds == "all" else list(folds), cache.case_days("test"))]
+        cache_split = "test"
+    else:
+        raise KeyError(f"unknown split {split!r}; options: ['oof', 'test']")
+    slices_of = {cd: g.sort_values("z")["slice"].to_numpy() for cd, g in cache.index(cache_split).groupby("case_day")}
+    parts, done = [], []
+    for fold_list, cds in plan:
+        preds = [DetPredictor(inference_checkpoint(cfg["work_root"], family, exp, f, p["checkpoint"]),
+                              batch_size=p["batch_size"]) for f in fold_list]
+        for cd in progress(cds, desc=f"{exp} boxes {split} folds {fold_list}", unit="case-day"):
+            rows = case_day_boxes(preds, cache, cache_split, cd, p)
+            rows.insert(2, "slice", slices_of[cd])
+            parts.append(rows)
+            done.append(cd)
+    table = pd.concat(parts, ignore_index=True)
+    out = boxes_path(cfg["pred_root"], exp, split)
+    man_path = out.with_name("boxes.json")
+    fold_ints = [] if folds == "all" else [int(f) for f in folds]
+    params = {k: p[k] for k in ("conf", "smooth", "smooth_window", "margin", "fallback", "checkpoint")}
+    manifest = {"family": family, "exp": exp, "split": split, "kind": "boxes", "folds": fold_ints,
+                "trained_on_all": folds == "all", "params": params, "data": cfg["data"],
+                "data_fingerprint": cache.fingerprint()}
+    if out.is_file() and man_path.is_file():
+        old = json.loads(man_path.read_text())
+        same = all(old.get(k) == manifest[k] for k in ("params", "data", "data_fingerprint", "trained_on_all"))
+        if same:  # extend: keep the other case-days' rows
+            prev = pd.read_csv(out)
+            table = pd.concat([prev[~prev["case_day"].isin(done)], table], ignore_index=True)
+            manifest["folds"] = sorted(set(old.get("folds", [])) | set(fold_ints))
+    table = table.sort_values(["case_day", "z"], key=_natural).reset_index(drop=True)
+    atomic_write_text(out, table.to_csv(index=False))
+    summary = {"exp": exp, "split": split, "case_days": int(table["case_day"].nunique()), "folds": folds,
+               "detected_share": float(table["detected"].mean()), "boxes": str(out)}
+    if split == "oof":
+        rec = box_recall(cache, table.set_index(["case_day", "z"]))
+        manifest["box_recall"] = rec
+        summary.update({"box_recall": rec["recall"], "box_area_fraction": rec["area_fraction"],
+                        "box_area_fraction_organ_slices": rec["area_fraction_organ_slices"]})
+        print(f"{exp} OOF box recall of organ pixels: {rec['recall']:.5f} ({rec['inside']}/{rec['organ_pixels']}), "
+              f"mean box area {rec['area_fraction']:.3f} of the image, detected on "
+              f"{summary['detected_share']:.3f} of slices, {rec['case_days']} case-days")
+    atomic_write_json(man_path, manifest)
+    return summary
+
+
+def _natural(col: pd.Series) -> pd.Series:
+    """Sort key: case-days by (case, day) numbers, other columns as is."""
+    if col.name != "case_day":
+        return col
+    return col.map(lambda s: tuple(int(t) for t in s.replace("case", "").split("_day")))

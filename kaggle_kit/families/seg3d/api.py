@@ -1,0 +1,58 @@
+"""The 3D segmentation family as the tools see it (registered as ``seg3d``)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+NAME = "seg3d"
+KIND = "pixel"
+
+
+def train(cfg: dict, fold, exp: str, resume: bool = False):
+    from .train import train as _train
+
+    return _train(cfg, fold, exp, resume=resume)
+
+
+def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
+    from ...engine.predict import predict_split
+    from .predict import Predictor3D
+
+    p = cfg["predict"]
+    return predict_split(
+        family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
+        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
+        make_predictor=lambda ck: Predictor3D(ck, tta=p["tta"], overlap=p["overlap"],
+                                              sw_batch_size=p["sw_batch_size"], window=p["window"]),
+    )
+
+
+family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict)
+
+
+def demo(cache: str, work_root: str, pred_root: str, config: str | None = None, folds=None,
+         overrides: list[str] | None = None) -> dict:
+    """Train the tiny 3D config on every fold (or ``folds``), predict OOF and score it against the cache.
+
+    What ``make demo`` runs for this family; returns Scorer.result() of the OOF maps plus ``seconds``.
+    """
+    import time
+    from pathlib import Path
+
+    from ...config import load_config
+    from ...data.cache import Cache
+    from ...engine.predict import available_folds
+    from .predict import score_maps
+
+    t0 = time.time()
+    config = config or str(Path(__file__).resolve().parents[3] / "configs" / NAME / "tiny_cpu.yaml")
+    cfg = load_config(config, [f"cache={cache}", f"work_root={work_root}", f"pred_root={pred_root}",
+                               *(overrides or [])])
+    exp = cfg["exp"] or Path(config).stem
+    folds = available_folds(Cache(cache)) if folds is None else list(folds)
+    for f in folds:
+        train(cfg, f, exp)
+    predict(cfg, exp, "oof", folds=folds)
+    r = score_maps(cache, pred_root, exp, "oof")
+    r["seconds"] = time.time() - t0
+    r["exp"] = exp
+    return r

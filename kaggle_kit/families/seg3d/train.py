@@ -1,0 +1,103 @@
+"""Training of the 3D family on one fold (or ``fold="all"``) with the shared mmengine engine.
+
+Train: random patches of the resampled case-days (foreground-biased, augmented). Validation: whole
+resampled case-days through the net's sliding window (eval mode), thresholded at 0.5 and scored with the
+competition metric in training geometry (:class:`Seg3DValMetric`; close to, not equal to, the raw-geometry
+OOF score of tools/predict.py). Loss: ``kaggle_kit.losses.build_loss`` (any spatial rank: 5D here).
+"""
+from __future__ import annotations
+
+from mmengine.evaluator import BaseMetric
+
+from ...data.cache import Cache
+from ...data.dataset25d import fold_case_days
+from ...data.folds import FAULTY
+from ...data.raw import CLASSES
+from ...paths import work_dir as make_work_dir
+from .data import Geometry3D, VolumeDataset3D, channels_to_bits
+from .model import build_net
+
+__all__ = ["FAMILY", "Seg3DValMetric", "make_datasets", "train"]
+
+FAMILY = "seg3d"
+
+
+class Seg3DValMetric(BaseMetric):
+    """Competition metric on whole validation volumes in training geometry (threshold 0.5)."""
+
+    default_prefix = "val"
+
+    def __init__(self, threshold: float = 0.5, **kw):
+        super().__init__(**kw)
+        self.threshold = threshold
+
+    def process(self, data_batch, data_samples) -> None:
+        for s in data_samples:
+            p = s["prob"].float().numpy() > self.threshold  # (C, d, h, w)
+            self.results.append((s["case_day"], channels_to_bits(p), channels_to_bits(s["mask"].numpy())))
+
+    def compute_metrics(self, results) -> dict:
+        from ...post.metric import Scorer
+
+        scorer = Scorer()
+        for cd, p, t in results:
+            scorer.add(cd, p, t)
+        r = scorer.result()
+        out = {"score": float(r["score"]), "dice": float(r["dice"]), "hausdorff": float(r["hausdorff"])}
+        for c in CLASSES:
+            if c in r.get("per_class", {}):
+                out[f"dice_{c}"] = float(r["per_class"][c]["dice"])
+        return out
+
+
+def make_datasets(cfg: dict, cache: Cache, fold, seed: int = 0):
+    d = cfg["data"]
+    geom = Geometry3D.from_cfg(d)
+    train_cds = fold_case_days(cache, fold, "train")
+    if d["exclude_faulty"]:
+        train_cds = [cd for cd in train_cds if cd not in FAULTY]
+    common = {"geometry": geom, "norm": d["norm"], "preload": d["preload"]}
+    train_ds = VolumeDataset3D(cache, train_cds, patch=tuple(d["patch"]), samples_per_volume=d["samples_per_volume"],
+                               fg_prob=d["fg_prob"], augment=d["augment"], seed=seed, **common)
+    val_cds = fold_case_days(cache, fold, "val")
+    val_ds = VolumeDataset3D(cache, val_cds, patch=None, **common) if val_cds else None
+    return train_ds, val_ds
+
+
+def _init_weights(net, path) -> None:
+    """Start from an exported inference checkpoint (e.g. the 160 x 160 stage before the 224 x 224 one)."""
+    from ...engine.checkpoint import load_inference_checkpoint
+
+    sd, meta = load_inference_checkpoint(path)
+    if meta.get("family") != FAMILY:
+        raise ValueError(f"{path}: init_from needs a {FAMILY} checkpoint, got family {meta.get('family')!r}")
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit this model (missing {list(missing)[:5]}, "
+                         f"unexpected {list(unexpected)[:5]})")
+
+
+def train(cfg: dict, fold, exp: str, resume: bool = False):
+    """Train one fold; returns the work dir (with best.pth / last.pth inference checkpoints)."""
+    from ...engine.runner import build_runner
+    from ...losses import build_loss
+
+    cache = Cache(cfg["cache"])
+    train_ds, val_ds = make_datasets(cfg, cache, fold, seed=int(cfg["train"].get("seed") or 0))
+    if len(train_ds) == 0:
+        raise ValueError(f"fold {fold}: no training case-days")
+    net = build_net(cfg["model"], cfg["data"], cfg["predict"])
+    if cfg["init_from"] and not resume:
+        _init_weights(net, cfg["init_from"])
+    wd = make_work_dir(cfg["work_root"], FAMILY, exp, fold)
+    meta = {"family": FAMILY, "exp": exp, "fold": fold, "task": "seg", "classes": list(CLASSES),
+            "model": cfg["model"], "data": cfg["data"], "fingerprint": cache.fingerprint()}
+    # whole validation volumes differ in shape unless the geometry is one fixed size
+    train_cfg = dict(cfg["train"], channels_last=False)
+    if not Geometry3D.from_cfg(cfg["data"]).fixed:
+        train_cfg["val_batch_size"] = 1
+    runner = build_runner(net=net, loss_fn=build_loss(cfg["loss"]), task="seg", train_ds=train_ds, val_ds=val_ds,
+                          val_metric=Seg3DValMetric(), train_cfg=train_cfg, work_dir=wd, meta=meta, resume=resume)
+    runner.train()
+    return wd
+

@@ -1,0 +1,434 @@
+"""OOF tuning: choose the ensemble members, weights and every post-processing number with the exact metric.
+
+Input: a search space (:class:`SearchSpace`, from YAML, see ``configs/ensemble/search_default.yaml``), the
+OOF probability maps of the candidate members and the cache masks. Output: the tuned ensemble as the mapping
+``tools/ensemble.py`` reads, plus everything the report shows (:func:`tune_oof`).
+
+Modules: :mod:`.tune_space` (the search YAML, settings, the ensemble mapping of a setting),
+:mod:`.tune_eval` (the exact, memoised evaluation of candidates on cropped OOF data), this one (the search:
+coordinate ascent, nested evaluation, step gains) and :mod:`.tune_report` (markdown + plots).
+
+Exactness: candidates are scored by the kernels of ``postprocess`` and the Scorer's formulas (see
+:mod:`.tune_eval`), so the chosen setting's in-sample score is the score ``tools/ensemble.py --split oof``
+prints; :func:`tune_oof` re-runs the tuned YAML through :func:`~kaggle_kit.post.ensemble.fuse_case_day` +
+``Scorer`` and reports that score and its difference from the search's own (``skew``, 0.0 in every test).
+
+Why per-class coordinate ascent is valid. The metric pools rows and volumes over classes:
+``dice = sum_c S_c / sum_c N_c`` (S_c: Dice sum of class c's scored rows, N_c their number, which depends on
+the prediction: a row predicted on an empty truth counts, a row empty in both does not) and
+``hd = sum_c H_c / sum_c T_c`` (T_c: volumes, or rows for the 2D variant, with non-empty truth: independent of
+the prediction). Every post-processing step acts on one class's bit plane with that class's numbers, except
+three global ones (``tail_margin``, ``connectivity``, ``z_smoothing``). So (S_c, N_c, H_c) depend only on class
+c's numbers and the globals, the score is an exact function of the per-class sums, and sweeping class c with
+the others fixed is exact coordinate ascent on the true metric. It is not separable (N_c sits in the pooled
+Dice denominator), hence rounds until nothing changes.
+
+The search: coordinate ascent from the plain average at 0.5 (equal weights, every step off), stage by stage
+(weights, threshold, classifier weights, gate prob, gate min pixels, tail margin, tail prob, first k, last
+k, min area 2D, min volume 3D, connectivity, z smoothing), per class where the number is per class, for
+``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
+moves ``refine_step`` of weight between pairs of members, round 3 half of it, and so on; rounds >= 2 try
+each other number's neighbours in its list only. Nested evaluation: one run per held-out
+fold (tuned on the other folds) plus the full fit, advancing in lockstep so that each stage evaluates the
+union of their candidates in one pass over the case-days; the statistics are memoised per case-day, so the
+runs share every candidate they have in common.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .tune_eval import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
+from .tune_space import (
+    ClassParams,
+    GlobalParams,
+    SearchError,
+    SearchSpace,
+    Setting,
+    load_search_space,
+    parse_search_space,
+    setting_to_ensemble,
+)
+
+__all__ = [
+    "ClassParams",
+    "Evaluator",
+    "GlobalParams",
+    "OOFData",
+    "SearchError",
+    "SearchSpace",
+    "Tuner",
+    "load_oof",
+    "load_search_space",
+    "parse_search_space",
+    "setting_keys",
+    "setting_to_ensemble",
+    "simplex_grid",
+    "tune_oof",
+    "verify_setting",
+]
+
+
+def simplex_grid(m: int, step: float) -> list[tuple[float, ...]]:
+    """Every weight vector of ``m`` members on the simplex with the given step (1/n), as rounded floats."""
+    n = round(1 / step)
+    return [tuple(round(i / n, 12) for i in parts)
+            for parts in itertools.product(range(n + 1), repeat=m) if sum(parts) == n]
+
+
+def _on_simplex(w) -> tuple[float, ...]:
+    s = sum(w)
+    return tuple(round(x / s, 12) for x in w)
+
+
+def _weight_candidates(w, step: float, refine: float, max_grid: int, first: bool) -> list[tuple]:
+    m = len(w)
+    if m == 1:
+        return [w]
+    if not first:  # move `refine` of weight from one member to another
+        base = _on_simplex(w)
+        out = [base]
+        for a, b in itertools.permutations(range(m), 2):
+            if base[a] >= refine - 1e-12:
+                v = list(base)
+                v[a], v[b] = round(max(v[a] - refine, 0.0), 12), round(v[b] + refine, 12)
+                out.append(tuple(v))
+        return out
+    grid = simplex_grid(m, step)
+    if len(grid) <= max_grid:
+        return grid
+    base, n = _on_simplex(w), round(1 / step)  # too many members for a grid: a line towards each one
+    out = []
+    for j in range(m):
+        rest = sum(base) - base[j]
+        for i in range(n + 1):
+            v = i / n
+            if rest <= 0 and i < n:
+                continue
+            out.append(tuple(round(v if k == j else (1 - v) * base[k] / rest, 12) for k in range(m)))
+    return out
+
+
+def candidate_values(cur, lst: list, full: bool) -> list:
+    """Candidates of a list-valued number, the current value first: the whole list (``full``), else the
+    current value and its neighbours in the sorted list (off sorts first)."""
+    if full:
+        return list(dict.fromkeys([cur] + lst))
+    order = sorted(dict.fromkeys([cur] + lst), key=lambda v: (v is not None, v if v is not None else 0))
+    i = order.index(cur)
+    return list(dict.fromkeys([cur] + order[max(i - 1, 0):i + 2]))
+
+
+@dataclass
+class _Run:
+    """One coordinate ascent: on all case-days (``fold`` None) or on all folds but ``fold``."""
+
+    name: str
+    fold: int | None
+    train: np.ndarray
+    test: np.ndarray | None
+    setting: Setting
+    history: list = field(default_factory=list)  # dicts: round, stage, class, values, scores, chosen
+    rounds_run: int = 0
+    done: bool = False
+
+
+_STAGES = ("weights", "threshold", "classifier_weights", "gate_prob", "gate_min", "tail_margin", "tail_prob",
+           "first_k", "last_k", "min_area", "min_vol", "connectivity", "z_smoothing")
+_GLOBAL_STAGES = ("tail_margin", "connectivity", "z_smoothing")
+STEP_GROUPS = (  # the report's step gains: (label, ClassParams fields, GlobalParams fields), cumulative
+    ("plain average @0.5", (), ()),
+    ("+ weights", ("w_pix",), ()),
+    ("+ thresholds", ("thr",), ()),
+    ("+ gating", ("w_cls", "gate_prob", "gate_min"), ()),
+    ("+ min area", ("min_area", "min_vol"), ("connectivity",)),
+    ("+ truncation", ("first_k", "last_k", "tail_prob"), ("tail_margin",)),
+    ("+ z-smoothing", (), ("z_smoothing",)),
+)
+
+
+def _label(v) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(f"{x:g}" for x in v) + ")"
+    return "off" if v is None else str(v)
+
+
+class Tuner:
+    """Coordinate ascent over a :class:`SearchSpace` on :class:`OOFData`, for the full fit and (``nested``)
+    one run per held-out fold, advancing in lockstep over one shared :class:`Evaluator`."""
+
+    def __init__(self, space: SearchSpace, data: OOFData, workers: int = 2, log=print):
+        if list(data.pixel) != list(space.pixel) or list(data.classifier) != list(space.classifier):
+            raise SearchError("the OOF data holds other members than the search space")
+        self.space, self.data, self.log = space, data, log
+        self.ev = Evaluator(data, space.metric, workers)
+        self.n_classes = len(space.classes)
+        self.all = np.arange(len(data.case_days))
+        self.fold_ids = sorted(set(data.folds.tolist()))
+
+    # ----------------------------------------------------------------------------- settings
+    def start(self) -> Setting:
+        """The plain average at threshold 0.5, every step off."""
+        mp, mc = len(self.space.pixel), len(self.space.classifier)
+        cp = [ClassParams((1.0,) * mp, 0.5, (1.0,) * mc, tail_prob=self.space.options["tail_prob"][c][0])
+              for c in range(self.n_classes)]
+        return tuple(cp), GlobalParams(None, self.space.globals_["connectivity"][0], False)
+
+    def single(self, m: int) -> Setting:
+        """Pixel member ``m`` alone at threshold 0.5, every step off."""
+        cps, gp = self.start()
+        w = tuple(1.0 if j == m else 0.0 for j in range(len(self.space.pixel)))
+        return tuple(replace(cp, w_pix=w) for cp in cps), gp
+
+    def keys(self, setting) -> list[tuple]:
+        return setting_keys(setting)
+
+    def score(self, setting, idx, exact: bool = False) -> float:
+        return self.ev.score(self.keys(setting), idx, exact)
+
+    # ----------------------------------------------------------------------------- stages
+    def _values(self, cur, lst: list, rnd: int) -> list:
+        return candidate_values(cur, lst, rnd == 1 or self.space.later_rounds == "full")
+
+    def _class_candidates(self, stage: str, c: int, cp: ClassParams, gp: GlobalParams, rnd: int) -> list:
+        sp = self.space
+        if stage == "weights":  # round 1: the grid; then moves of refine_step, halved every round
+            refine = sp.weight_refine / 2 ** max(rnd - 2, 0)
+            vals = _weight_candidates(cp.w_pix, sp.weight_step, refine, sp.weight_max_grid, rnd == 1)
+            return [(v, replace(cp, w_pix=v)) for v in dict.fromkeys([cp.w_pix] + vals)]
+        if stage == "classifier_weights":
+            if len(cp.w_cls) < 2 or not (cp.gate_prob or (gp.tail_margin is not None and cp.tail_prob)):
+                return []
+            vals = simplex_grid(len(cp.w_cls), sp.cls_weight_step)
+            return [(v, replace(cp, w_cls=v)) for v in dict.fromkeys([cp.w_cls] + vals)]
+        if stage == "tail_prob" and gp.tail_margin is None:
+            return []
+        attr = {"threshold": "thr"}.get(stage, stage)
+        vals = self._values(getattr(cp, attr), sp.options[attr][c], rnd)
+        return [(v, replace(cp, **{attr: v})) for v in vals] if len(vals) > 1 else []
+
+    def _global_candidates(self, stage: str, setting, rnd: int = 1) -> list:
+        cps, gp = setting
+        vals = self._values(getattr(gp, stage), self.space.globals_[stage], rnd)
+        return [(v, (cps, replace(gp, **{stage: v}))) for v in vals] if len(vals) > 1 else []
+
+    def _stage(self, stage: str, runs: list, rnd: int) -> list[bool]:
+        """One coordinate stage for every active run; returns whether each run's setting changed."""
+        ev, metric = self.ev, self.space.metric
+        plans, keys = [], []
+        for r in runs:
+            cps, gp = r.setting
+            if stage in _GLOBAL_STAGES:
+                cands = self._global_candidates(stage, r.setting, rnd)
+                for _, s in cands:
+                    keys += self.keys(s)
+            else:
+                cands = [self._class_candidates(stage, c, cps[c], gp, rnd) for c in range(self.n_classes)]
+                for c, lst in enumerate(cands):
+                    keys += [(c,) + class_key(p, gp) for _, p in lst]
+            plans.append(cands)
+        if not keys:
+            return [False] * len(runs)
+        ev.evaluate(keys, desc=f"round {rnd} {stage}")
+        changed = []
+        for r, cands in zip(runs, plans):
+            idx = r.train
+            cur_keys = self.keys(r.setting)
+            sums = np.array([ev.sums(k, idx) for k in cur_keys])
+            moved = False
+            if stage in _GLOBAL_STAGES:
+                if cands:
+                    scores = [total_score(np.array([ev.sums(k, idx) for k in self.keys(s)]), metric) for _, s in cands]
+                    i = _pick(scores, self.space.min_gain)
+                    r.history.append({"round": rnd, "stage": stage, "class": None, "values": [v for v, _ in cands],
+                                      "labels": [_label(v) for v, _ in cands], "scores": scores,
+                                      "chosen": _label(cands[i][0])})
+                    moved = i != 0
+                    r.setting = cands[i][1]
+            else:
+                cps = list(r.setting[0])
+                gp = r.setting[1]
+                for c, lst in enumerate(cands):
+                    if not lst:
+                        continue
+                    scores = []
+                    for _, p in lst:
+                        s = sums.copy()
+                        s[c] = ev.sums((c,) + class_key(p, gp), idx)
+                        scores.append(total_score(s, metric))
+                    i = _pick(scores, self.space.min_gain)
+                    cps[c] = lst[i][1]
+                    sums[c] = ev.sums((c,) + class_key(cps[c], gp), idx)
+                    r.history.append({"round": rnd, "stage": stage, "class": self.space.classes[c],
+                                      "values": [v for v, _ in lst], "labels": [_label(v) for v, _ in lst],
+                                      "scores": scores, "chosen": _label(lst[i][0])})
+                    moved |= i != 0
+                r.setting = (tuple(cps), gp)
+            changed.append(moved)
+        return changed
+
+    # ----------------------------------------------------------------------------- runs
+    def make_runs(self) -> list[_Run]:
+        folds = self.data.folds
+        runs = []
+        if self.space.nested and len(self.fold_ids) > 1:
+            for k in self.fold_ids:
+                runs.append(_Run(f"fold {k}", k, np.flatnonzero(folds != k), np.flatnonzero(folds == k), self.start()))
+        runs.append(_Run("all folds", None, self.all, None, self.start()))
+        return runs
+
+    def run(self, runs: list[_Run]) -> list[_Run]:
+        for rnd in range(1, self.space.rounds + 1):
+            active = [r for r in runs if not r.done]
+            if not active:
+                break
+            moved = [False] * len(active)
+            for stage in _STAGES:
+                ch = self._stage(stage, active, rnd)
+                moved = [a or b for a, b in zip(moved, ch)]
+            for r, m in zip(active, moved):
+                r.rounds_run = rnd
+                r.done = not m
+            self.log(f"round {rnd}: {sum(moved)} of {len(active)} run(s) changed; "
+                     f"{len(self.ev.memo)} class candidates evaluated, {self.ev.seconds:.0f} s")
+        return runs
+
+    def sweeps(self, run: _Run) -> list[dict]:
+        """The report's curves for the full fit: every threshold of the list around the final setting
+        (``at_final``), the round-1 weight grid, and the latest sweep of every other stage (each at the
+        setting current when it was swept; at the final one when that round changed nothing)."""
+        ev, metric = self.ev, self.space.metric
+        cps, gp = run.setting
+        plans = [(c, self._class_candidates("threshold", c, cps[c], gp, 1)) for c in range(self.n_classes)]
+        ev.evaluate([(c,) + class_key(p, gp) for c, lst in plans for _, p in lst], desc="threshold curves")
+        base = np.array([ev.sums(k, run.train) for k in self.keys(run.setting)])
+        out = []
+        for c, lst in plans:
+            scores = []
+            for _, p in lst:
+                s = base.copy()
+                s[c] = ev.sums((c,) + class_key(p, gp), run.train)
+                scores.append(total_score(s, metric))
+            out.append({"stage": "threshold", "class": self.space.classes[c], "round": "final",
+                        "values": [v for v, _ in lst], "labels": [_label(v) for v, _ in lst], "scores": scores})
+        latest = {}
+        for h in run.history:
+            if h["stage"] == "threshold":
+                continue
+            if h["stage"] == "weights" and h["round"] != 1:
+                continue
+            latest[(h["stage"], h["class"])] = h
+        return out + list(latest.values())
+
+    def step_settings(self, setting) -> list[tuple[str, Setting]]:
+        """Cumulative settings from the plain average to ``setting``, one group of numbers at a time."""
+        cps0, gp0 = self.start()
+        cps_t, gp_t = setting
+        cur_c, cur_g = list(cps0), gp0
+        out = []
+        for label, cfields, gfields in STEP_GROUPS:
+            cur_c = [replace(a, **{f: getattr(b, f) for f in cfields}) for a, b in zip(cur_c, cps_t)]
+            cur_g = replace(cur_g, **{f: getattr(gp_t, f) for f in gfields})
+            out.append((label, (tuple(cur_c), cur_g)))
+        return out
+
+
+def _pick(scores, min_gain: float = 0.0) -> int:
+    """Index of the chosen candidate: the current value (index 0) unless the best beats it by more than
+    ``min_gain``; then the best, the earliest of exact ties (within 1e-12)."""
+    best = max(scores)
+    if best - scores[0] <= min_gain:
+        return 0
+    tol = 1e-12 * max(1.0, abs(best))
+    return next(i for i, s in enumerate(scores) if s >= best - tol)
+
+
+def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool = True, log=print) -> dict:
+    """Nested coordinate ascent + full fit; returns everything the YAML, the report and the JSON need:
+    ``ensemble`` (the tuned YAML mapping), ``summary`` (scores), ``runs``, ``sweeps``, ``steps``, ``timing``.
+
+    ``verify``: re-run the tuned mapping through the ensemble's own path (needs ``data.source``) and report
+    its score as ``in_sample`` (and the difference from the search's own number as ``skew``).
+    """
+    t0 = time.perf_counter()
+    tuner = Tuner(space, data, workers, log)
+    ev, metric = tuner.ev, space.metric
+    runs = tuner.make_runs()
+    full = runs[-1]
+    # the baselines share the start of every run: evaluate them together
+    start, singles = tuner.start(), [tuner.single(m) for m in range(len(space.pixel))]
+    ev.evaluate([k for s in [start] + singles for k in tuner.keys(s)], desc="baselines")
+    tuner.run(runs)
+    t_search = time.perf_counter() - t0
+
+    # step gains: in-sample on all case-days (full fit); held out per fold (each fold's own fit) on request
+    step_runs = runs if space.held_out_steps else [full]
+    step_sets = {id(r): tuner.step_settings(r.setting) for r in step_runs}
+    ev.evaluate([k for r in step_runs for _, s in step_sets[id(r)] for k in tuner.keys(s)], desc="step gains")
+    sweeps = tuner.sweeps(full)
+    t_extra = time.perf_counter() - t0 - t_search
+
+    fold_runs = [r for r in runs if r.fold is not None]
+    steps = []
+    for j, (label, s) in enumerate(step_sets[id(full)]):
+        row = {"step": label, "in_sample": tuner.score(s, tuner.all)}
+        if fold_runs and space.held_out_steps:
+            ho = [tuner.score(step_sets[id(r)][j][1], r.test) for r in fold_runs]
+            row["held_out_mean"], row["held_out_std"] = float(np.mean(ho)), float(np.std(ho))
+        steps.append(row)
+
+    fold_rows = []
+    for r in fold_runs:
+        fold_rows.append({
+            "fold": r.fold, "n_case_days": len(r.test), "in_sample": tuner.score(r.setting, r.train),
+            "held_out": tuner.score(r.setting, r.test), "plain_average_05": tuner.score(start, r.test),
+            "single_members": {e: tuner.score(s, r.test) for e, s in zip(space.pixel, singles)},
+            "rounds": r.rounds_run, "ensemble": setting_to_ensemble(space, r.setting)})
+    pooled = None
+    if fold_runs:  # every case-day scored by the fit that did not see its fold
+        sums = np.zeros((tuner.n_classes, 4))
+        for r in fold_runs:
+            sums += np.array([ev.sums(k, r.test) for k in tuner.keys(r.setting)])
+        pooled = total_score(sums, metric)
+
+    ens = setting_to_ensemble(space, full.setting)
+    in_sample_search = tuner.score(full.setting, tuner.all, exact=True)
+    per_class = {}
+    for c, k in enumerate(tuner.keys(full.setting)):
+        s = ev.sums(k, tuner.all)
+        d, h = (s[0] / s[1] if s[1] else 1.0), (s[2] / s[3] if s[3] else 0.0)
+        per_class[space.classes[c]] = {"dice": d, "hausdorff": h, "score": metric.combine(d, h)}
+    single_all = {e: tuner.score(s, tuner.all) for e, s in zip(space.pixel, singles)}
+    best_exp = max(single_all, key=single_all.get)
+    ho = [f["held_out"] for f in fold_rows]
+    summary = {
+        "in_sample": in_sample_search, "in_sample_search": in_sample_search,
+        "held_out_mean": float(np.mean(ho)) if ho else None, "held_out_std": float(np.std(ho)) if ho else None,
+        "held_out_pooled": pooled,
+        "best_single_member": {best_exp: single_all[best_exp]}, "single_members": single_all,
+        "plain_average_05": tuner.score(start, tuner.all),
+        "members_kept": [m["exp"] for m in ens["members"]],
+        "members_dropped": [e for e in space.pixel + space.classifier if e not in [m["exp"] for m in ens["members"]]],
+        "metric": metric.name, "n_case_days": len(data.case_days), "n_folds": len(tuner.fold_ids),
+        "per_class": per_class,
+    }
+    if fold_rows:
+        summary["plain_average_05_folds_mean"] = float(np.mean([f["plain_average_05"] for f in fold_rows]))
+        summary["single_members_folds_mean"] = {e: float(np.mean([f["single_members"][e] for f in fold_rows]))
+                                                for e in space.pixel}
+    timing = {"search_s": t_search, "steps_and_sweeps_s": t_extra, "evaluation_s": ev.seconds,
+              "passes": ev.n_passes, "class_candidates": len(ev.memo)}
+    if verify and data.source:
+        t1 = time.perf_counter()
+        res = verify_setting(ens, data.source["cache"], data.source["preds"], [cd.name for cd in data.case_days])
+        timing["verify_s"] = time.perf_counter() - t1
+        summary["in_sample"] = res["score"]
+        summary["skew"] = abs(res["score"] - in_sample_search)
+    timing["total_s"] = time.perf_counter() - t0
+    return {"ensemble": ens, "summary": summary, "folds": fold_rows, "steps": steps, "sweeps": sweeps,
+            "runs": [{"name": r.name, "fold": r.fold, "rounds": r.rounds_run, "converged": r.done,
+                      "history": r.history} for r in runs],
+            "timing": timing}

@@ -1,0 +1,199 @@
+"""OOF tuning: search-space parsing, the exactness of the search's scores, the tool end to end."""
+import importlib.util
+import json
+import random
+
+import numpy as np
+import pytest
+import yaml
+from scipy import ndimage
+
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.post.ensemble import load_ensemble_config, parse_ensemble_config
+from kaggle_kit.post.tune import (
+    ClassParams,
+    Evaluator,
+    GlobalParams,
+    SearchError,
+    load_oof,
+    parse_search_space,
+    setting_keys,
+    setting_to_ensemble,
+    simplex_grid,
+    verify_setting,
+)
+
+from .conftest import ROOT, run_tool
+
+SEARCH = {
+    "members": [{"exp": "sharp", "kind": "pixel"}, {"exp": "smooth", "kind": "pixel"},
+                {"exp": "cls", "kind": "classifier"}],
+    "weights": {"step": 0.25, "refine_step": 0.125},
+    "threshold": [0.3, 0.4, 0.5, 0.6],
+    "gating": {"prob": [None, 0.3, 0.5], "min_pixels": [None, 5]},
+    "truncation": {"tail_margin": [None, 1], "tail_prob": [0.4]},
+    "min_area_2d": [None, 4, 12],
+    "z_smoothing": [False, True],
+    "search": {"rounds": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A tiny synthetic cache (8 case-days, 3 folds) and the OOF maps of three fake members: ``sharp``
+    (the truth blurred a little, noisy, with false-positive blobs), ``smooth`` (blurred more, shifted by a
+    pixel, no false positives) and ``cls`` (a slice classifier: blurred presence + noise)."""
+    from kaggle_kit.data.cache import Cache, prepare_cache
+    from kaggle_kit.data.synthetic import make_synthetic
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    root = tmp_path_factory.mktemp("tune")
+    data, cache, preds = root / "data", root / "cache", root / "preds"
+    make_synthetic(data, train_cases=4, test_cases=0, seed=5, size_scale=0.2, max_days=2)
+    prepare_cache(data, cache, splits=("train",), n_folds=3, seed=0)
+    c = Cache(cache)
+    st = ProbMapStore(preds)
+    for exp, kind in (("sharp", "pixel"), ("smooth", "pixel"), ("cls", "classifier")):
+        st.write_manifest(exp, "oof", family="fake", kind=kind, classes=CLASSES, folds=[0, 1, 2])
+    rng = np.random.default_rng(0)
+    index = c.index("train")
+    for cd in c.case_days("train"):
+        m = np.asarray(c.mask("train", cd))
+        d, h, w = m.shape
+        slices = index[index.case_day == cd].sort_values("z")["slice"].tolist()
+        sharp, smooth = np.zeros((d, 3, h, w), np.float32), np.zeros((d, 3, h, w), np.float32)
+        cls = np.zeros((d, 3), np.float32)
+        for k in range(3):
+            t = ((m >> k) & 1).astype(np.float32)
+            a = ndimage.gaussian_filter(t, (0.4, 0.8, 0.8)) + rng.normal(0, 0.15, t.shape)
+            for _ in range(4):
+                z, y, x = rng.integers(0, d), rng.integers(2, h - 2), rng.integers(2, w - 2)
+                a[z, y - 1:y + 2, x - 1:x + 2] += 0.8
+            b = ndimage.gaussian_filter(np.roll(t, 1, axis=2), (0.8, 1.6, 1.6)) * 1.1 + rng.normal(0, 0.05, t.shape)
+            sharp[:, k], smooth[:, k] = np.clip(a, 0, 1), np.clip(b, 0, 1)
+            pres = t.reshape(d, -1).max(1)
+            cls[:, k] = np.clip(ndimage.uniform_filter1d(pres, 3) * 0.8 + rng.normal(0.1, 0.08, d), 0, 1)
+        st.write("sharp", "oof", cd, sharp, slices)
+        st.write("smooth", "oof", cd, smooth, slices)
+        st.write("cls", "oof", cd, cls, slices)
+    return {"data": data, "cache": cache, "preds": preds, "root": root}
+
+
+# ------------------------------------------------------------------------------------------ space
+@pytest.mark.parametrize("patch, msg", [
+    ({"threshold": [0.5, 1.0]}, r"threshold\[1\]: expected a threshold strictly in \(0, 1\)"),
+    ({"treshold": [0.5]}, r"unknown key 'treshold' \(did you mean 'threshold'\?\)"),
+    ({"threshold": {"stomach": [0.5]}}, r"missing class\(es\) \['large_bowel', 'small_bowel'\]"),
+    ({"gating": {"prob": ["high"]}}, r"gating.prob\[0\]: expected a number"),
+    ({"min_area_2d": [-1]}, r"min_area_2d\[0\]: expected an integer >= 0"),
+    ({"connectivity": [6]}, "connectivity must be 4 or 8"),
+    ({"weights": {"step": 0.3}}, r"weights.step: expected a step 1/n"),
+    ({"members": []}, "members: expected a non-empty list"),
+    ({"members": [{"exp": "c", "kind": "classifier"}]}, "at least one member of kind 'pixel'"),
+    ({"members": "auto"}, "'auto' needs the experiments"),
+    ({"metric": "3d+nope"}, "metric: unknown metric name part 'nope'"),
+    ({"search": {"rounds": 0}}, r"search.rounds: expected an integer >= 1"),
+])
+def test_search_space_errors(patch, msg):
+    with pytest.raises(SearchError, match=msg):
+        parse_search_space({**SEARCH, **patch}, "s")
+
+
+def test_search_space_auto_members_and_defaults():
+    sp = parse_search_space({"members": "auto"}, "s", available={"b": "pixel", "a": "pixel", "c": "classifier"})
+    assert sp.pixel == ["a", "b"] and sp.classifier == ["c"]
+    assert sp.options["thr"] == ([0.5],) * 3 and sp.floor_thr == 0.5
+    default = yaml.safe_load((ROOT / "configs" / "ensemble" / "search_default.yaml").read_text())
+    sp = parse_search_space(default, "default", available={"a": "pixel", "b": "pixel", "c": "classifier"})
+    assert sp.floor_thr == 0.25 and sp.nested and sp.later_rounds == "neighbours"
+
+
+def test_simplex_grid():
+    g = simplex_grid(3, 0.25)
+    assert len(g) == 15 and all(abs(sum(w) - 1) < 1e-12 for w in g)
+    assert (1.0, 0.0, 0.0) in g and simplex_grid(1, 0.1) == [(1.0,)]
+
+
+def test_candidates_and_choice():
+    from kaggle_kit.post.tune import _pick, _weight_candidates, candidate_values
+
+    assert candidate_values(0.5, [0.3, 0.4, 0.5, 0.6], full=True) == [0.5, 0.3, 0.4, 0.6]
+    assert candidate_values(0.4, [0.3, 0.4, 0.5, 0.6], full=False) == [0.4, 0.3, 0.5]
+    assert candidate_values(None, [None, 10, 25], full=False) == [None, 10]
+    assert candidate_values(0.45, [0.3, 0.5], full=False) == [0.45, 0.3, 0.5]  # off-list start
+    assert _pick([0.5, 0.50001, 0.4], min_gain=1e-4) == 0  # a gain below min_gain keeps the current value
+    assert _pick([0.5, 0.6, 0.6], min_gain=1e-4) == 1  # exact ties: the earlier candidate
+    moves = _weight_candidates((0.5, 0.5, 0.0), 0.25, 0.1, 100, first=False)
+    assert moves[0] == (0.5, 0.5, 0.0) and (0.4, 0.6, 0.0) in moves and (0.5, 0.4, 0.1) in moves
+    assert all(abs(sum(w) - 1) < 1e-9 and min(w) >= 0 for w in moves)
+    assert len(_weight_candidates((1.0,) * 6, 0.1, 0.05, 100, first=True)) == 6 * 11  # lines, not 3003 points
+
+
+# ------------------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("metric", ["default", "2d+empty_dice_one", "3d_unit_cube"])
+def test_search_scores_equal_the_ensemble_path(store, metric):
+    """Per-class crops + memoised statistics give bit for bit the score of fuse_case_day + Scorer, with every
+    post-processing step switched on in random combinations."""
+    sp = parse_search_space({**SEARCH, "metric": metric}, "s")
+    data = load_oof(store["cache"], store["preds"], sp.pixel, sp.classifier, 0.2)
+    ev = Evaluator(data, sp.metric, workers=2)
+    rng = random.Random(metric)
+    for _ in range(3):
+        cps = tuple(ClassParams(
+            w_pix=(rng.choice([0.0, 0.3, 1.0]), rng.choice([0.2, 1.0])), thr=rng.choice([0.2, 0.35, 0.5, 0.7]),
+            w_cls=(1.0,), gate_prob=rng.choice([None, 0.3, 0.6]), gate_min=rng.choice([None, 3, 30]),
+            first_k=rng.choice([None, 2]), last_k=rng.choice([None, 3]), tail_prob=rng.choice([0.0, 0.3, 0.6]),
+            min_area=rng.choice([None, 4, 15]), min_vol=rng.choice([None, 20, 100])) for _ in CLASSES)
+        setting = (cps, GlobalParams(rng.choice([None, 0, 2]), rng.choice([4, 8]), rng.choice([False, True])))
+        mine = ev.score(setting_keys(setting), np.arange(len(data.case_days)), exact=True)
+        ens = setting_to_ensemble(sp, setting)
+        parse_ensemble_config(ens)
+        assert mine == verify_setting(ens, store["cache"], store["preds"])["score"]
+
+
+# ------------------------------------------------------------------------------------------- tool
+def _tool_main():
+    spec = importlib.util.spec_from_file_location("tune_oof_tool", ROOT / "tools" / "tune_oof.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_tune_oof_end_to_end(store, tmp_path, capsys):
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({**SEARCH, "members": "auto"}))
+    out = tmp_path / "tuned.yaml"
+    rc = _tool_main()([str(search), "--data-root", str(store["data"]), "--cache", str(store["cache"]),
+                       "--preds", str(store["preds"]), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out.strip().splitlines()[-1])
+    for key in ("in_sample", "held_out_mean", "held_out_std", "best_single_member", "plain_average_05",
+                "members_kept"):
+        assert key in res
+    # coordinate ascent starts at the plain average and its first sweep holds every single member
+    assert res["in_sample"] >= res["plain_average_05"]
+    assert all(res["in_sample"] >= v for v in res["single_members"].values())
+    assert res["skew"] == 0.0
+    report = tmp_path / "tuned_report"
+    tuning = json.loads((report / "tuning.json").read_text())
+    assert sorted(f["fold"] for f in tuning["folds"]) == [0, 1, 2]
+    assert all(0 <= f["held_out"] <= 1 for f in tuning["folds"])
+    for png in ("thresholds.png", "weights.png", "folds.png", "steps.png", "sweeps.png"):
+        assert (report / png).stat().st_size > 1000
+    assert "held-out" in (report / "report.md").read_text()
+    cfg = load_ensemble_config(out)  # the ensemble's own parser
+    assert [m.exp for m in cfg.members] == res["members_kept"]
+    # train/serve skew: tools/ensemble.py on the OOF split prints the tuner's in-sample score
+    p = run_tool("ensemble.py", out, "--data-root", store["data"], "--split", "oof", "--out", tmp_path / "oof.csv",
+                 "--preds", store["preds"], "--cache", store["cache"])
+    assert json.loads(p.stdout.strip().splitlines()[-1])["score"] == res["in_sample"]
+
+
+def test_tune_oof_bad_input(store, tmp_path, capsys):
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({**SEARCH, "members": [{"exp": "nope", "kind": "pixel"}]}))
+    rc = _tool_main()([str(search), "--cache", str(store["cache"]), "--preds", str(store["preds"]),
+                       "--out", str(tmp_path / "t.yaml")])
+    assert rc == 2 and "nope" in capsys.readouterr().err
+    assert not (tmp_path / "t.yaml").exists()

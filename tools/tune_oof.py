@@ -1,0 +1,101 @@
+"""Choose the ensemble and every post-processing number from out-of-fold (OOF) maps, with the exact metric.
+
+    python tools/tune_oof.py SEARCH.yaml --data-root ROOT --cache CACHE [--preds preds] --out TUNED.yaml
+                             [--report DIR] [--workers 2] [--no-verify] [--check-ensemble]
+
+SEARCH.yaml: candidate members and the candidate values of every number (configs/ensemble/search_default.yaml).
+Nested evaluation: one coordinate ascent per held-out fold (tuned on the other folds, scored on it) and one
+on all folds, whose result is written to TUNED.yaml in the form tools/ensemble.py reads. The report
+(markdown, PNG plots, tuning.json) goes to DIR (default: TUNED's folder / <TUNED stem>_report/).
+
+The tuned YAML is re-run through the ensemble's own code on the OOF maps and that score is the reported
+``in_sample`` (``--no-verify`` skips it). ``--check-ensemble`` also runs tools/ensemble.py's ``run_ensemble``
+(needs --data-root) and fails if its score differs. The LAST stdout line is a JSON object: in_sample,
+held_out_mean, held_out_std, held_out_pooled, best_single_member {exp: score}, plain_average_05,
+members_kept, ... Exit code 2 and a message naming the problem on bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from kaggle_kit.data.raw import DataError
+from kaggle_kit.io.probmaps import ProbMapError, read_manifest
+from kaggle_kit.post.tune import SearchError, load_oof, load_search_space, tune_oof
+from kaggle_kit.post.tune_report import write_report, write_tuned_yaml
+
+
+def _available(preds: Path) -> dict:
+    """{exp: kind} of every experiment with OOF maps under the store root."""
+    out = {}
+    for man in sorted(Path(preds).glob("*/oof/manifest.json")):
+        exp = man.parent.parent.name
+        out[exp] = read_manifest(preds, exp, "oof")["kind"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("search", help="search-space YAML")
+    ap.add_argument("--data-root", default=None, help="competition folder (needed by --check-ensemble)")
+    ap.add_argument("--cache", required=True, help="cache with the train masks and folds.csv")
+    ap.add_argument("--preds", default="preds", help="probability-map root (preds/<exp>/oof/)")
+    ap.add_argument("--out", required=True, help="tuned ensemble YAML to write")
+    ap.add_argument("--report", default=None, help="report folder (default: <out stem>_report next to --out)")
+    ap.add_argument("--workers", type=int, default=2, help="threads over case-days")
+    ap.add_argument("--no-verify", action="store_true", help="skip the exact re-run of the tuned YAML")
+    ap.add_argument("--check-ensemble", action="store_true",
+                    help="also run tools/ensemble.py's run_ensemble on the OOF split and compare its score")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    report = Path(a.report) if a.report else out.with_name(f"{out.stem}_report")
+
+    def log(msg):  # stdout ends with the JSON line
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        if a.check_ensemble and not a.data_root:
+            raise SearchError("--check-ensemble needs --data-root")
+        space = load_search_space(a.search, _available(Path(a.preds)))
+        t0 = time.perf_counter()
+        data = load_oof(a.cache, a.preds, space.pixel, space.classifier, space.floor_thr)
+        load_s = time.perf_counter() - t0
+        res = tune_oof(space, data, workers=a.workers, verify=not a.no_verify, log=log)
+        write_tuned_yaml(out, res["ensemble"], res["summary"], a.search, str(report))
+        extra = {"load_s": load_s, "crop_mb": data.nbytes() / 1e6}
+        if a.check_ensemble:
+            from kaggle_kit.post.ensemble import load_ensemble_config, run_ensemble
+
+            summ = run_ensemble(load_ensemble_config(out), a.data_root, "oof", report / "oof_submission.csv",
+                                a.preds, a.cache)
+            extra["ensemble_oof_score"] = summ["metric"]["score"]
+            if abs(summ["metric"]["score"] - res["summary"]["in_sample"]) > 1e-12:
+                raise SearchError(f"train/serve skew: tools/ensemble.py scores {summ['metric']['score']!r}, the "
+                                  f"tuner {res['summary']['in_sample']!r}")
+        md = write_report(res, report, str(out), a.search, extra)
+    except (SearchError, ProbMapError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    s = res["summary"]
+    print(f"{'':34}{'all case-days':>14}{'held-out folds':>16}")
+    print(f"{'tuned ensemble':34}{s['in_sample']:>14.4f}"
+          + (f"{s['held_out_mean']:>10.4f} ± {s['held_out_std']:.4f}" if s["held_out_mean"] is not None else ""))
+    print(f"{'plain average @0.5':34}{s['plain_average_05']:>14.4f}"
+          + (f"{s['plain_average_05_folds_mean']:>10.4f}" if "plain_average_05_folds_mean" in s else ""))
+    fm = s.get("single_members_folds_mean", {})
+    for e, v in s["single_members"].items():
+        print(f"{e + ' alone @0.5':34}{v:>14.4f}" + (f"{fm[e]:>10.4f}" if e in fm else ""))
+    print(f"tuned YAML: {out}  report: {md}")
+    keys = ("in_sample", "held_out_mean", "held_out_std", "held_out_pooled", "best_single_member",
+            "plain_average_05", "plain_average_05_folds_mean", "single_members", "single_members_folds_mean",
+            "members_kept", "members_dropped", "skew", "n_case_days", "n_folds", "metric")
+    print(json.dumps({**{k: s[k] for k in keys if k in s}, "tuned_yaml": str(out), "report": str(md),
+                      "seconds": round(res["timing"]["total_s"] + load_s, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
