@@ -26,7 +26,15 @@ def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
     )
 
 
-family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict)
+def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 1, device=None, overlap: float = 0.5,
+                   window=None):
+    """A loaded 3D model for the notebook: ``pred(cache, split, case_day)`` -> float32 (D, C, H, W)."""
+    from .predict import Predictor3D
+
+    return Predictor3D(ckpt_path, device=device, tta=tta, overlap=overlap, sw_batch_size=batch_size, window=window)
+
+
+family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)
 
 
 def demo(cache: str, work_root: str, pred_root: str, config: str | None = None, folds=None,
