@@ -102,4 +102,4 @@ def test_torchrun_two_processes(synth_cache, tmp_path):
     wd = tmp_path / "work/seg25d/tiny_cpu/fold2"
     assert (wd / "best.pth").is_file() and _metrics_epochs(wd) == [1]
     log = "".join(f.read_text() for f in wd.rglob("*.log"))
-    assert "world_size: 2" in log.lower() or "distributed: true" in log.lower(), log[:3000]
+    assert "distributed training: true" in log.lower() and "gpu number: 2" in log.lower(), log[:3000]

@@ -103,8 +103,8 @@ def main(argv=None) -> int:
         fam = cfg["family"]
         if a.families and fam not in a.families:
             continue
-        exp = cfg.get("exp") or cfg_path.stem
-        exp_full = f"{fam}_{exp}" if not exp.startswith(fam) else exp
+        # experiment names must be unique across families (preds/<exp> has no family level)
+        exp_full = cfg.get("exp") or f"{fam}_{cfg_path.stem}"
         ov = common + [f"exp={exp_full}"]
         for k in range(n_folds):
             st.run(f"train {fam} fold {k}", [py, "tools/train.py", cfg_path, "--fold", k, *ov])
@@ -208,7 +208,8 @@ def write_search(template: Path, out: Path, store, preds: Path) -> None:
     import yaml
 
     s = yaml.safe_load(template.read_text())
-    s["members"] = [{"exp": e, "kind": store.manifest(e, "oof")["kind"]} for e in store_exps(preds)]
+    s["members"] = [{"exp": e, "kind": k} for e in store_exps(preds)
+                    if (k := store.manifest(e, "oof")["kind"]) in ("pixel", "classifier")]
     write_yaml(out, s)
 
 

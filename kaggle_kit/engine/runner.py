@@ -68,6 +68,13 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     custom_hooks = [ExportHook(meta), CSVLogHook()]
     if t["ema"]:
         custom_hooks.insert(0, dict(type="EMAHook", momentum=float(t["ema_momentum"]), update_buffers=True))
+    if launcher == "pytorch" and not cuda:
+        # mmengine's init_dist calls torch.cuda.set_device unconditionally; on CPU start the gloo process
+        # group ourselves (torchrun's env:// variables) so the Runner finds it initialised.
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
     enable_resume_loader()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -96,5 +103,9 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
         resume=resume,
         default_scope="mmengine",
         log_processor=dict(by_epoch=True),
+        # on CPU, DDP must not be given device_ids (mmengine defaults them to [LOCAL_RANK]); the Runner
+        # reads its wrapper settings from `cfg`
+        cfg=None if (cuda or launcher == "none") else dict(model_wrapper_cfg=dict(
+            type="MMDistributedDataParallel", broadcast_buffers=False, device_ids=None)),
     )
     return runner
