@@ -93,6 +93,8 @@ def store(tmp_path_factory):
     ({"members": "auto"}, "'auto' needs the experiments"),
     ({"metric": "3d+nope"}, "metric: unknown metric name part 'nope'"),
     ({"search": {"rounds": 0}}, r"search.rounds: expected an integer >= 1"),
+    ({"search": {"per_class": False}, "threshold": {"large_bowel": [0.4], "small_bowel": [0.5], "stomach": [0.5]}},
+     r"per_class is false, but \['thr'\] have per-class candidate lists"),
 ])
 def test_search_space_errors(patch, msg):
     with pytest.raises(SearchError, match=msg):
@@ -197,3 +199,17 @@ def test_tune_oof_bad_input(store, tmp_path, capsys):
                        "--out", str(tmp_path / "t.yaml")])
     assert rc == 2 and "nope" in capsys.readouterr().err
     assert not (tmp_path / "t.yaml").exists()
+
+
+def test_numbers_shared_across_classes(store):
+    """``per_class: false``: one value of every number for all classes (fewer choices for small OOF sets)."""
+    from kaggle_kit.post.tune import tune_oof
+
+    sp = parse_search_space({**SEARCH, "search": {"rounds": 2, "per_class": False}}, "s")
+    data = load_oof(store["cache"], store["preds"], sp.pixel, sp.classifier, sp.floor_thr)
+    res = tune_oof(sp, data, workers=2, log=lambda _: None)
+    ens = res["ensemble"]
+    assert not isinstance(ens["threshold"], dict)
+    assert all(not isinstance(m["weight"], dict) for m in ens["members"])
+    assert res["summary"]["skew"] == 0.0
+    assert res["summary"]["in_sample"] >= res["summary"]["plain_average_05"]

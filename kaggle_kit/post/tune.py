@@ -139,6 +139,7 @@ class _Run:
 _STAGES = ("weights", "threshold", "classifier_weights", "gate_prob", "gate_min", "tail_margin", "tail_prob",
            "first_k", "last_k", "min_area", "min_vol", "connectivity", "z_smoothing")
 _GLOBAL_STAGES = ("tail_margin", "connectivity", "z_smoothing")
+_FIELDS = {"weights": "w_pix", "threshold": "thr", "classifier_weights": "w_cls"}  # stage -> ClassParams field
 STEP_GROUPS = (  # the report's step gains: (label, ClassParams fields, GlobalParams fields), cumulative
     ("plain average @0.5", (), ()),
     ("+ weights", ("w_pix",), ()),
@@ -210,6 +211,16 @@ class Tuner:
         vals = self._values(getattr(cp, attr), sp.options[attr][c], rnd)
         return [(v, replace(cp, **{attr: v})) for v in vals] if len(vals) > 1 else []
 
+    def _shared_candidates(self, stage: str, setting, rnd: int) -> list:
+        """Candidate settings of a global number, or (``per_class: false``) of a per-class number set to
+        the same value for every class."""
+        if stage in _GLOBAL_STAGES:
+            return self._global_candidates(stage, setting, rnd)
+        cps, gp = setting
+        field_ = _FIELDS.get(stage, stage)
+        return [(v, (tuple(replace(cp, **{field_: v}) for cp in cps), gp))
+                for v, _ in self._class_candidates(stage, 0, cps[0], gp, rnd)]
+
     def _global_candidates(self, stage: str, setting, rnd: int = 1) -> list:
         cps, gp = setting
         vals = self._values(getattr(gp, stage), self.space.globals_[stage], rnd)
@@ -219,10 +230,11 @@ class Tuner:
         """One coordinate stage for every active run; returns whether each run's setting changed."""
         ev, metric = self.ev, self.space.metric
         plans, keys = [], []
+        shared = stage in _GLOBAL_STAGES or not self.space.per_class
         for r in runs:
             cps, gp = r.setting
-            if stage in _GLOBAL_STAGES:
-                cands = self._global_candidates(stage, r.setting, rnd)
+            if shared:
+                cands = self._shared_candidates(stage, r.setting, rnd)
                 for _, s in cands:
                     keys += self.keys(s)
             else:
@@ -239,7 +251,7 @@ class Tuner:
             cur_keys = self.keys(r.setting)
             sums = np.array([ev.sums(k, idx) for k in cur_keys])
             moved = False
-            if stage in _GLOBAL_STAGES:
+            if shared:
                 if cands:
                     scores = [total_score(np.array([ev.sums(k, idx) for k in self.keys(s)]), metric) for _, s in cands]
                     i = _pick(scores, self.space.min_gain)
@@ -297,9 +309,9 @@ class Tuner:
         return runs
 
     def sweeps(self, run: _Run) -> list[dict]:
-        """The report's curves for the full fit: every threshold of the list around the final setting
-        (``at_final``), the round-1 weight grid, and the latest sweep of every other stage (each at the
-        setting current when it was swept; at the final one when that round changed nothing)."""
+        """The report's curves for the full fit: every threshold of the list around the final setting, and
+        for every other stage its latest widest sweep (the round-1 grid for weights; each at the setting
+        current when it was swept)."""
         ev, metric = self.ev, self.space.metric
         cps, gp = run.setting
         plans = [(c, self._class_candidates("threshold", c, cps[c], gp, 1)) for c in range(self.n_classes)]
@@ -314,13 +326,11 @@ class Tuner:
                 scores.append(total_score(s, metric))
             out.append({"stage": "threshold", "class": self.space.classes[c], "round": "final",
                         "values": [v for v, _ in lst], "labels": [_label(v) for v, _ in lst], "scores": scores})
-        latest = {}
+        latest = {}  # per (stage, class): the latest of the widest sweeps (later rounds may try neighbours only)
         for h in run.history:
-            if h["stage"] == "threshold":
-                continue
-            if h["stage"] == "weights" and h["round"] != 1:
-                continue
-            latest[(h["stage"], h["class"])] = h
+            key = (h["stage"], h["class"])
+            if h["stage"] != "threshold" and len(h["values"]) >= len(latest.get(key, {"values": ()})["values"]):
+                latest[key] = h
         return out + list(latest.values())
 
     def step_settings(self, setting) -> list[tuple[str, Setting]]:

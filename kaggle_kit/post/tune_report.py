@@ -99,7 +99,7 @@ def _plot_weights(res, out: Path, members: list[str]) -> bool:
             xs = np.unique(np.round(vals[:, m], 6))
             prof = [scores[np.abs(vals[:, m] - x) < 1e-6].max() for x in xs]
             ax.plot(xs, prof, marker="o", ms=3, label=name)
-        ax.set_title(f"{s['class']}: best score at each weight", fontsize=10)
+        ax.set_title(f"{s['class'] or 'all classes'}: best score at each weight", fontsize=10)
         ax.set_xlabel("normalised weight of the member")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("OOF score (all folds)")
@@ -114,7 +114,7 @@ def _plot_weights(res, out: Path, members: list[str]) -> bool:
 
 def _plot_other_sweeps(res, out: Path) -> bool:
     stages = [st for st in _STAGE_TITLES if _sweeps(res, st)]
-    globals_ = [s for s in res["sweeps"] if s["class"] is None]
+    globals_ = [s for s in res["sweeps"] if s["stage"] in ("tail_margin", "connectivity", "z_smoothing")]
     n = len(stages) + len(globals_)
     if not n:
         return False
@@ -125,20 +125,20 @@ def _plot_other_sweeps(res, out: Path) -> bool:
     flat = axes.ravel()
     for ax, st in zip(flat, stages):
         for s in _sweeps(res, st):
-            ax.plot(range(len(s["labels"])), s["scores"], marker="o", ms=3, label=s["class"])
+            ax.plot(range(len(s["labels"])), s["scores"], marker="o", ms=3, label=s["class"] or "all classes")
             ax.set_xticks(range(len(s["labels"])), s["labels"], rotation=45, fontsize=7)
-        ax.set_title(_STAGE_TITLES[st], fontsize=9)
+        ax.set_title(f"{_STAGE_TITLES[st]} (round {_sweeps(res, st)[0].get('round', '?')})", fontsize=9)
         ax.grid(alpha=0.3)
     for ax, s in zip(flat[len(stages):], globals_):
         ax.bar(range(len(s["labels"])), s["scores"], color="tab:gray")
         lo, hi = min(s["scores"]), max(s["scores"])
         ax.set_ylim(lo - (hi - lo + 1e-4), hi + (hi - lo + 1e-4) * 0.5)
         ax.set_xticks(range(len(s["labels"])), s["labels"], fontsize=7)
-        ax.set_title(f"{s['stage']} (all classes)", fontsize=9)
+        ax.set_title(f"{s['stage']} (all classes, round {s.get('round', '?')})", fontsize=9)
     for ax in flat[n:]:
         ax.axis("off")
     flat[0].legend(fontsize=7)
-    fig.suptitle("Latest sweep of every other number in the full fit (first value: the one current then)", fontsize=10)
+    fig.suptitle("Sweeps of the other numbers in the full fit (first value: the one current then)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "sweeps.png", dpi=100)
     plt.close(fig)

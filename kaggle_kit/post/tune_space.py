@@ -78,6 +78,7 @@ class SearchSpace:
     later_rounds: str = "neighbours"  # or "full": every candidate in every round
     held_out_steps: bool = False  # step gains held out per fold too (costs one evaluation per step and fold)
     min_gain: float = 1e-5  # a candidate must beat the current value by more than this to replace it
+    per_class: bool = True  # False: every per-class number takes one value for all classes (fewer choices)
     metric: MetricConfig = field(default_factory=MetricConfig)
     metric_yaml: object = "default"
     classes: tuple[str, ...] = CLASSES
@@ -188,7 +189,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
     cw = section("classifier_weights", {"step"})
     gating = section("gating", {"prob", "min_pixels"})
     trunc = section("truncation", {"first_k", "last_k", "tail_margin", "tail_prob"})
-    srch = section("search", {"rounds", "nested", "later_rounds", "held_out_steps", "min_gain"})
+    srch = section("search", {"rounds", "nested", "later_rounds", "held_out_steps", "min_gain", "per_class"})
     classes = CLASSES
 
     def step(v, where, default):
@@ -222,10 +223,14 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SearchError(f"{source}.search.rounds: expected an integer >= 1, got {rounds!r}")
     flags = {}
-    for key, default in (("nested", True), ("held_out_steps", False)):
+    for key, default in (("nested", True), ("held_out_steps", False), ("per_class", True)):
         flags[key] = srch.get(key, default)
         if not isinstance(flags[key], bool):
             raise SearchError(f"{source}.search.{key}: expected true/false, got {flags[key]!r}")
+    if not flags["per_class"]:
+        mixed = [k for k, lists in options.items() if any(lst != lists[0] for lst in lists)]
+        if mixed:
+            raise SearchError(f"{source}.search.per_class is false, but {mixed} have per-class candidate lists")
     min_gain = srch.get("min_gain", 1e-5)
     if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < 1:
         raise SearchError(f"{source}.search.min_gain: expected a number in [0, 1), got {min_gain!r}")
@@ -246,7 +251,8 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
                        weight_max_grid=max_grid,
                        cls_weight_step=step(cw.get("step"), f"{source}.classifier_weights.step", 0.25),
                        rounds=rounds, nested=flags["nested"], later_rounds=later,
-                       held_out_steps=flags["held_out_steps"], min_gain=float(min_gain), metric=metric,
+                       held_out_steps=flags["held_out_steps"], min_gain=float(min_gain),
+                       per_class=flags["per_class"], metric=metric,
                        metric_yaml=metric_yaml, classes=classes)
 
 
