@@ -34,6 +34,9 @@ CONFIG = ROOT / "configs" / "seg3d" / "gpu_segresnet.yaml"
 INFER_RAW = (144, 310, 360)  # the largest real geometry; at 1.5 mm/px its training shape is the same
 WIDTH = {"segresnet": 32, "unet": 32, "dynunet": 32, "capsnet": 16}  # capsnet: atoms (the published 16)
 KWARGS = {"capsnet": {"kernel": 5}}
+# SegResNet as the GPU config (group norm); UNet/DynUNet with instance norm (MONAI's UNet cannot group-normalise
+# its 3-channel top layer; nnU-Net uses instance norm); capsnet has no norm layers
+NORM = {"segresnet": None, "unet": "instance", "dynunet": "instance", "capsnet": "instance"}
 
 
 class _Stop(Exception):
@@ -70,7 +73,7 @@ def child(arch: str, mode: str, patch, volume, overlap: float, windows: int, thr
     m = cfg["model"]
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
-    net = build_net3d(arch, filters=WIDTH[arch], levels=m["levels"], norm=m["norm"], dropout=m["dropout"],
+    net = build_net3d(arch, filters=WIDTH[arch], levels=m["levels"], norm=NORM[arch] or m["norm"], dropout=m["dropout"],
                       roi=tuple(patch), overlap=overlap, sw_batch_size=1, **KWARGS.get(arch, {})).to(dev)
     params = sum(p.numel() for p in net.parameters())
     res = {"arch": arch, "mode": mode, "params": params, "device": "cuda" if cuda else "cpu", "threads": threads}

@@ -38,6 +38,10 @@ def _segresnet(in_channels, classes, filters, levels, norm, dropout, **kw):
 def _unet(in_channels, classes, filters, levels, norm, dropout, **kw):
     from monai.networks.nets import UNet
 
+    if norm == "group" and classes % 8:
+        # MONAI's UNet normalises its top up-convolution, whose width is ``classes``
+        raise ValueError(f"unet with norm='group' needs classes divisible by 8 (got {classes}); use instance or batch")
+
     kw.setdefault("num_res_units", 2)
     return UNet(spatial_dims=3, in_channels=in_channels, out_channels=classes,
                 channels=tuple(filters * 2 ** i for i in range(levels)), strides=(2,) * (levels - 1),
