@@ -107,6 +107,9 @@ def main(argv=None) -> int:
         exp_full = cfg.get("exp") or f"{fam}_{cfg_path.stem}"
         ov = common + [f"exp={exp_full}"]
         for k in range(n_folds):
+            if (work_root / fam / exp_full / f"fold{k}" / "best.pth").is_file():
+                print(f"[run_all] {fam} fold {k}: trained already (best.pth), skipping")
+                continue
             st.run(f"train {fam} fold {k}", [py, "tools/train.py", cfg_path, "--fold", k, *ov])
         st.run(f"predict {fam} oof", [py, "tools/predict.py", cfg_path, "--split", "oof", *ov])
         st.run(f"predict {fam} test", [py, "tools/predict.py", cfg_path, "--split", "test", *ov])
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
 
 
 def store_exps(preds: Path) -> list[str]:
-    return sorted(p.parent.name for p in Path(preds).glob("*/oof/manifest.json"))
+    return sorted(p.parent.parent.name for p in Path(preds).glob("*/oof/manifest.json"))
 
 
 def write_yaml(path: Path, obj: dict) -> None:
