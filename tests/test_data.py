@@ -241,3 +241,20 @@ def test_tools_cli(tmp_path):
     bad.rename(bad.with_name("slice_zz.png"))
     p = run_tool("prepare.py", "--data-root", out, "--cache", tmp_path / "c", check=False)
     assert p.returncode == 2 and "slice_zz.png" in p.stderr
+
+
+def test_index_presence_is_per_bit():
+    from kaggle_kit.data.cache import _index_rows
+
+    mask = np.zeros((3, 4, 4), np.uint8)
+    mask[0, 0, 0] = 1          # large bowel only
+    mask[1, 0, 0] = 1          # large bowel and small bowel on one slice, different pixels
+    mask[1, 2, 2] = 2
+    mask[2, 1, 1] = 4 | 2      # small bowel + stomach on one pixel
+    sl = pd.DataFrame({"id": [f"case1_day0_slice_{k:04d}" for k in (1, 2, 3)], "case": 1, "day": 0,
+                       "case_day": "case1_day0", "slice": [1, 2, 3], "z": [0, 1, 2], "height": 4, "width": 4,
+                       "spacing_x": 1.5, "spacing_y": 1.5, "path": ""})
+    idx = _index_rows(sl, mask, ())
+    assert idx["has_large_bowel"].tolist() == [1, 1, 0]
+    assert idx["has_small_bowel"].tolist() == [0, 1, 1]
+    assert idx["has_stomach"].tolist() == [0, 0, 1]

@@ -45,7 +45,8 @@ def _index_rows(slices: pd.DataFrame, mask: np.ndarray | None, faulty) -> pd.Dat
             df[f"has_{c}"] = 0
         df["first_anno"] = df["last_anno"] = 0
     else:
-        flags = mask.reshape(len(mask), -1).max(1) if mask.size else np.zeros(len(mask), np.uint8)
+        # OR over the bit flags (a max would lose bit 0 wherever bit 1 shares the slice)
+        flags = np.bitwise_or.reduce(mask.reshape(len(mask), -1), axis=1) if mask.size else np.zeros(len(mask), np.uint8)
         for bit, c in enumerate(CLASSES):
             df[f"has_{c}"] = ((flags >> bit) & 1).astype(np.uint8)
         annotated = np.flatnonzero(flags)
