@@ -36,31 +36,3 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 1, device=Non
 
 family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)
 
-
-def demo(cache: str, work_root: str, pred_root: str, config: str | None = None, folds=None,
-         overrides: list[str] | None = None) -> dict:
-    """Train the tiny 3D config on every fold (or ``folds``), predict OOF and score it against the cache.
-
-    What ``make demo`` runs for this family; returns Scorer.result() of the OOF maps plus ``seconds``.
-    """
-    import time
-    from pathlib import Path
-
-    from ...config import load_config
-    from ...data.cache import Cache
-    from ...engine.predict import available_folds
-    from .predict import score_maps
-
-    t0 = time.time()
-    config = config or str(Path(__file__).resolve().parents[3] / "configs" / NAME / "tiny_cpu.yaml")
-    cfg = load_config(config, [f"cache={cache}", f"work_root={work_root}", f"pred_root={pred_root}",
-                               *(overrides or [])])
-    exp = cfg["exp"] or Path(config).stem
-    folds = available_folds(Cache(cache)) if folds is None else list(folds)
-    for f in folds:
-        train(cfg, f, exp)
-    predict(cfg, exp, "oof", folds=folds)
-    r = score_maps(cache, pred_root, exp, "oof")
-    r["seconds"] = time.time() - t0
-    r["exp"] = exp
-    return r
