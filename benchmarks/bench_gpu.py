@@ -146,6 +146,16 @@ def model_level(name: str, cfg: dict, dev, steps: int, smoke: bool) -> dict:
             "channels_last": cl}
 
 
+def _last_json(log: Path) -> dict:
+    for line in reversed(Path(log).read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return {}
+    return {}
+
+
 def run(cmd, log, env=None, timeout=None) -> tuple[int, float]:
     t0 = time.time()
     with open(log, "a") as fh:
@@ -207,9 +217,6 @@ def main() -> int:
             res["e2e"]["error"] = f"data stage failed ({rc}, {rc2}); see {log}"
             save()
             return 1
-        import pandas as pd
-        folds = pd.read_csv(cache / "folds.csv")
-        n_oof = int((folds["fold"] == 0).sum()) if "fold" in folds else None
         for n in names:
             cfg = CONFIGS[n]
             common = [f"exp=gpu_{n}", f"cache={cache}", f"work_root={work / 'work_dirs'}",
@@ -228,7 +235,8 @@ def main() -> int:
             if rc == 0:
                 rc, dt = run([py, "tools/predict.py", cfg, "--split", "oof", "--folds", 0, *common], log, env)
                 r["predict_rc"], r["predict_oof_s"] = rc, round(dt, 1)
-                if n_oof:
+                n_oof = _last_json(log).get("case_days")  # predict.py's last line names what it wrote
+                if rc == 0 and n_oof:
                     r["oof_case_days"] = n_oof
                     r["predict_s_per_case_day_incl_startup"] = round(dt / n_oof, 2)
             res["e2e"][n] = r
