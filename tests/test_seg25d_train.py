@@ -103,3 +103,20 @@ def test_torchrun_two_processes(synth_cache, tmp_path):
     assert (wd / "best.pth").is_file() and _metrics_epochs(wd) == [1]
     log = "".join(f.read_text() for f in wd.rglob("*.log"))
     assert "distributed training: true" in log.lower() and "gpu number: 2" in log.lower(), log[:3000]
+
+
+def test_several_folds_in_one_process(synth_cache, tmp_path):
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = _overrides(synth_cache, tmp_path)
+    p = run_tool("train.py", cfg, "--fold", "2,1", *ov)
+    assert p.stdout.index("fold2") < p.stdout.index("fold1")  # in the order given
+    for k in (1, 2):
+        wd = tmp_path / f"work/seg25d/tiny_cpu/fold{k}"
+        from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+        _, meta = load_inference_checkpoint(wd / "best.pth")
+        assert meta["fold"] == k
+        assert _metrics_epochs(wd) == [1]
+        logs = list(wd.glob("*/*.log"))  # each fold logs into its own folder, not into the first fold's
+        assert logs and all(f"fold{k}" in str(f) for f in logs)
+    bad = run_tool("train.py", cfg, "--fold", "1,1", *ov, check=False)
+    assert bad.returncode == 2 and "distinct" in bad.stderr

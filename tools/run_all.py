@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))  # run_notebook's helpers
 
 # Family configs per preset (in training order: the detector first, since crops may depend on it).
 PRESETS = {
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-cases", type=int, default=3)
     ap.add_argument("--size-scale", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bundle-wheels", action="store_true",
+                    help="put dependency wheels in the bundle (pip download; the notebook here runs in this venv)")
     ap.add_argument("--families", nargs="*", default=None, help="subset of the preset's configs (by family name)")
     a = ap.parse_args(argv)
     work = Path(a.work).resolve()
@@ -106,11 +109,12 @@ def main(argv=None) -> int:
         # experiment names must be unique across families (preds/<exp> has no family level)
         exp_full = cfg.get("exp") or f"{fam}_{cfg_path.stem}"
         ov = common + [f"exp={exp_full}"]
-        for k in range(n_folds):
-            if (work_root / fam / exp_full / f"fold{k}" / "best.pth").is_file():
-                print(f"[run_all] {fam} fold {k}: trained already (best.pth), skipping")
-                continue
-            st.run(f"train {fam} fold {k}", [py, "tools/train.py", cfg_path, "--fold", k, *ov])
+        todo = [k for k in range(n_folds) if not (work_root / fam / exp_full / f"fold{k}" / "best.pth").is_file()]
+        if len(todo) < n_folds:
+            print(f"[run_all] {fam}: folds {sorted(set(range(n_folds)) - set(todo))} trained already (best.pth)")
+        if todo:  # one process for all its folds: imports and start-up paid once
+            st.run(f"train {fam} folds {','.join(map(str, todo))}",
+                   [py, "tools/train.py", cfg_path, "--fold", ",".join(map(str, todo)), *ov])
         st.run(f"predict {fam} oof", [py, "tools/predict.py", cfg_path, "--split", "oof", *ov])
         st.run(f"predict {fam} test", [py, "tools/predict.py", cfg_path, "--split", "test", *ov])
         members[exp_full] = {"family": fam, "config": rel}
@@ -157,18 +161,35 @@ def main(argv=None) -> int:
                                       "--out", work / "oof" / "tuned.csv", "--preds", preds, "--cache", cache])
         tuned_oof = last_json(out)["score"]
 
-    # Test submission: ensemble, validate, score against the hidden truth when present.
+    # Test submission, as on Kaggle: bundle the checkpoints + tuned YAML, run the notebook headless (no network
+    # where `unshare -n` is permitted) on the test split, validate, score against the hidden truth if present.
+    # The same YAML applied to the stored test maps by tools/ensemble.py is scored too (train/serve skew check).
     sub = work / "submission.csv"
-    test_score = None
+    test_score = maps_score = None
+    nb_summary = {}
     if pixel:
-        st.run("ensemble test", [py, "tools/ensemble.py", tuned_yaml, "--data-root", data, "--split", "test",
-                                 "--out", sub, "--preds", preds])
+        bundle = work / "bundle"
+        st.run("bundle", [py, "tools/bundle.py", "--out", bundle, "--ensemble", tuned_yaml, "--work-root", work_root,
+                          "--preds", preds, *([] if a.bundle_wheels else ["--no-wheels"])])
+        from run_notebook import can_unshare
+        offline = can_unshare()
+        out = st.run("notebook" + (" (offline)" if offline else ""),
+                     [py, "tools/run_notebook.py", "--bundle", bundle, "--data-root", data, "--out", sub,
+                      "--executed", work / "kaggle_kit_inference.executed.ipynb", *(["--offline"] if offline else [])])
+        nb_summary = last_json(out).get("summary") or {}
         st.run("validate", [py, "tools/validate_submission.py", sub, "--data-root", data, "--split", "test"])
+        sub_maps = work / "submission_from_maps.csv"
+        st.run("ensemble test maps", [py, "tools/ensemble.py", tuned_yaml, "--data-root", data, "--split", "test",
+                                      "--out", sub_maps, "--preds", preds])
         truth = data / "test_truth.csv"
-        if truth.is_file() and (ROOT / "tools/score.py").is_file():
-            out = st.run("score test", [py, "tools/score.py", "--truth", truth, "--pred", sub, "--data-root", data,
-                                        "--split", "test"])
-            test_score = last_json(out)["score"]
+        if truth.is_file():
+            for path in (sub, sub_maps):
+                out = st.run(f"score {path.name}", [py, "tools/score.py", "--truth", truth, "--pred", path,
+                                                    "--data-root", data, "--split", "test"])
+                if path == sub:
+                    test_score = last_json(out)["score"]
+                else:
+                    maps_score = last_json(out)["score"]
 
     total = time.time() - t_start
     print("\n=== kaggle_kit main job ===")
@@ -186,12 +207,20 @@ def main(argv=None) -> int:
         print(f"{'tuned: held-out mean':<32}{tune_summary.get('held_out_mean', float('nan')):>10.4f}")
     if tuned_oof is not None:
         print(f"{'tuned ensemble (in-sample)':<32}{tuned_oof:>10.4f}")
-    print(f"{'test (hidden truth)':<32}{test_score if test_score is not None else 'n/a':>10}")
+    print(f"{'test: notebook submission':<32}{_fmt(test_score):>10}")
+    print(f"{'test: tools/ensemble.py on maps':<32}{_fmt(maps_score):>10}")
+    if nb_summary:
+        print(f"notebook: {nb_summary.get('mode')} mode, {nb_summary.get('case_days')} case-days, "
+              f"dropped members: {nb_summary.get('dropped') or 'none'}")
     result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score,
               "submission": str(sub) if sub.is_file() else None,
               "baselines": {"empty": base_empty, "intensity": base_int}, "seconds": round(total, 1)}
     print(json.dumps(result))
     return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 def store_exps(preds: Path) -> list[str]:

@@ -1,6 +1,7 @@
 """Train one fold of a family from its config.
 
     python tools/train.py CONFIG --fold K [--resume] [key=value ...]
+    python tools/train.py CONFIG --fold 0,1,2        # several folds, one after the other, in one process
     python tools/train.py CONFIG --fold all          # one model on every case (no validation)
     torchrun --nproc_per_node 2 tools/train.py CONFIG --fold 0   # DDP (gloo on CPU, nccl on CUDA)
 
@@ -16,10 +17,23 @@ from pathlib import Path
 from kaggle_kit.env import setup_offline
 
 
+def parse_folds(text: str) -> list:
+    """``all`` | ``K`` | ``K1,K2,...`` -> the folds to train, in order."""
+    if text == "all":
+        return ["all"]
+    try:
+        folds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--fold must be 'all', an index or a comma-separated list of indices, got {text!r}") from None
+    if not folds or any(k < 0 for k in folds) or len(set(folds)) != len(folds):
+        raise ValueError(f"--fold must list distinct non-negative fold indices, got {text!r}")
+    return folds
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
-    ap.add_argument("--fold", required=True, help="fold index, or 'all'")
+    ap.add_argument("--fold", required=True, help="fold index, comma-separated indices, or 'all'")
     ap.add_argument("--resume", action="store_true", help="continue from the fold's last training checkpoint")
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
     a = ap.parse_intermixed_args(argv)  # overrides may follow options
@@ -35,13 +49,18 @@ def main(argv=None) -> int:
     except (ConfigError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    fold = "all" if a.fold == "all" else int(a.fold)
+    try:
+        folds = parse_folds(a.fold)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     exp = cfg.get("exp") or Path(a.config).stem
-    wd = work_dir(cfg["work_root"], cfg["family"], exp, fold)
-    wd.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(wd / "config.yaml", dump_config(cfg))
-    fam.train(cfg, fold, exp, resume=a.resume)
-    print(f"done: {wd}")
+    for fold in folds:  # several folds in one process: the imports and start-up are paid once
+        wd = work_dir(cfg["work_root"], cfg["family"], exp, fold)
+        wd.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(wd / "config.yaml", dump_config(cfg))
+        fam.train(cfg, fold, exp, resume=a.resume)
+        print(f"done: {wd}", flush=True)
     return 0
 
 

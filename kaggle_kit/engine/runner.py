@@ -8,6 +8,7 @@ when launched by ``torchrun`` (gloo on CPU, nccl on CUDA).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 __all__ = ["TRAIN_DEFAULTS", "build_runner", "dist_launcher"]
@@ -78,6 +79,8 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     enable_resume_loader()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    if experiment_name is None:  # unique per fold: mmengine keys its logger on this name (several folds per process)
+        experiment_name = f"{work_dir.parent.name}_{work_dir.name}_{time.strftime('%Y%m%d_%H%M%S')}"
     runner = Runner(
         model=model,
         work_dir=str(work_dir),
