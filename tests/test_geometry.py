@@ -91,3 +91,24 @@ def test_dataset_sample(synth_cache):
     s_, lo, hi = idx["slice"].to_numpy(), idx["first_anno"].to_numpy(), idx["last_anno"].to_numpy()
     amb = (hi > 0) & (((s_ >= lo - 2) & (s_ < lo)) | ((s_ > hi) & (s_ <= hi + 2)))
     np.testing.assert_array_equal(w == 0, amb)
+
+
+@pytest.mark.parametrize("recipe", ["light", "baseline", "strong"])
+def test_augment_recipes_flip_only_when_asked(recipe):
+    """hflip=0 keeps laterality (a mark on the left never moves to the right); hflip=1 always mirrors it."""
+    from kaggle_kit.data.augment import build_augment
+
+    h, w = 64, 64
+    img = np.zeros((h, w, 3), np.float32)
+    img[24:40, 4:20] = 1.0  # a block on the image's left
+    mask = np.zeros((h, w), np.uint8)
+    mask[24:40, 4:20] = 1
+    for hflip, left_wins in ((0.0, True), (1.0, False)):
+        aug = build_augment(recipe, hflip)
+        for _ in range(20):
+            _, m = aug(img.copy(), mask.copy())
+            xs = np.nonzero(m)[1]
+            if xs.size:  # coarse dropout may hide it; affine moves it by at most a few pixels
+                assert (xs.mean() < w / 2) == left_wins
+    with pytest.raises(ValueError, match="probability"):
+        build_augment("light", 1.5)

@@ -12,29 +12,15 @@ import yaml
 from .conftest import ROOT, run_tool
 
 NB = ROOT / "submission" / "kaggle_kit_inference.ipynb"
-RUNNER = r'''
-import os, sys, json, nbformat
-from nbclient import NotebookClient
-nb = nbformat.read(sys.argv[1], as_version=4)
-NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
-out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-print(out)
-'''
-
-
-def _can_unshare() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(
-        ["unshare", "-n", "true"], capture_output=True).returncode == 0
+sys.path.insert(0, str(ROOT / "tools"))
+from run_notebook import can_unshare, run_notebook as _run_nb  # noqa: E402  (the tool the demo runs)
 
 
 def run_notebook(python, nb_path, env, tmp_path) -> str:
     """Execute the notebook with ``python``'s kernel, with no network at all when unshare is available."""
-    script = tmp_path / "run_nb.py"
-    script.write_text(RUNNER)
-    cmd = [str(python), str(script), str(nb_path), str(tmp_path)]
-    if _can_unshare():  # a fresh network namespace: no route anywhere; loopback up for the kernel's ZMQ
-        cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *cmd]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, **env), timeout=900)
+    p = _run_nb(env["KK_BUNDLE"], env["KK_DATA"], env["KK_OUT"], offline=can_unshare(), notebook=nb_path,
+                debug_case_days=int(env.get("KK_DEBUG_CASE_DAYS", 3)), timeout=900, python=python, cwd=tmp_path,
+                extra_env={k: v for k, v in env.items() if not k.startswith("KK_")})
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     return p.stdout
 

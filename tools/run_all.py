@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     if nb_summary:
         print(f"notebook: {nb_summary.get('mode')} mode, {nb_summary.get('case_days')} case-days, "
               f"dropped members: {nb_summary.get('dropped') or 'none'}")
-    result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score,
+    result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score, "test_from_maps": maps_score,
               "submission": str(sub) if sub.is_file() else None,
               "baselines": {"empty": base_empty, "intensity": base_int}, "seconds": round(total, 1)}
     print(json.dumps(result))

@@ -45,7 +45,7 @@ def can_unshare() -> bool:
 
 def run_notebook(bundle, data_root, out, *, offline: bool = False, debug_case_days: int = 3,
                  notebook=NOTEBOOK, executed=None, timeout: int = 3600, python=sys.executable,
-                 cwd=None) -> subprocess.CompletedProcess:
+                 cwd=None, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the notebook in a subprocess with KK_* set; returns the finished process (stdout = outputs)."""
     if offline and not can_unshare():
         raise RuntimeError("`unshare -n` is not permitted here (needs root or user namespaces); drop --offline")
@@ -57,7 +57,7 @@ def run_notebook(bundle, data_root, out, *, offline: bool = False, debug_case_da
     if offline:  # loopback up for the kernel's ZMQ sockets, nothing else exists
         cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh", *cmd]
     env = dict(os.environ, KK_BUNDLE=str(Path(bundle).resolve()), KK_DATA=str(Path(data_root).resolve()),
-               KK_OUT=str(Path(out).resolve()), KK_DEBUG_CASE_DAYS=str(debug_case_days))
+               KK_OUT=str(Path(out).resolve()), KK_DEBUG_CASE_DAYS=str(debug_case_days), **(extra_env or {}))
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
 
 

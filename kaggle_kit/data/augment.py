@@ -1,7 +1,7 @@
 """Augmentation recipes, chosen by name. Each works on float32 (H, W, K) images with any K (2.5D stacks
 of 16-bit-derived intensities, roughly in [0, 1.5]) and (H, W, C) uint8 masks.
 
-``build_augment(name)`` returns a callable ``(image, mask) -> (image, mask)`` or None for ``"none"``.
+``build_augment(name, hflip)`` returns a callable ``(image, mask) -> (image, mask)`` or None for ``"none"``.
 """
 from __future__ import annotations
 
@@ -17,27 +17,26 @@ def _A():
     return A
 
 
-def _light():
+def _light(hflip: float = 0.5):
     A = _A()
-    return [
-        A.HorizontalFlip(p=0.5),
+    return ([A.HorizontalFlip(p=hflip)] if hflip > 0 else []) + [
         A.Affine(scale=(0.9, 1.1), translate_percent=(-0.0625, 0.0625), rotate=(-10, 10), p=0.5),
     ]
 
 
-def _baseline():
+def _baseline(hflip: float = 0.5):
     """The public 2.5D baseline's recipe: flip, shift-scale-rotate, elastic/grid distortion, dropout."""
     A = _A()
-    return _light() + [
+    return _light(hflip) + [
         A.OneOf([A.GridDistortion(num_steps=5, distort_limit=0.05), A.ElasticTransform(alpha=1, sigma=50)], p=0.25),
         A.CoarseDropout(num_holes_range=(1, 8), hole_height_range=(0.03, 0.1), hole_width_range=(0.03, 0.1), fill=0,
                         p=0.5),
     ]
 
 
-def _strong():
+def _strong(hflip: float = 0.5):
     A = _A()
-    return _baseline() + [
+    return _baseline(hflip) + [
         A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
     ]
 
@@ -55,8 +54,12 @@ class _Augment:
         return r["image"], r["mask"]
 
 
-def build_augment(name: str):
+def build_augment(name: str, hflip: float = 0.5):
+    """``hflip``: probability of a left-right flip inside the recipe. 0 keeps laterality (the stomach lies on
+    the patient's left, the liver on the right: a flipped slice shows an anatomy that never occurs)."""
     if name not in RECIPES:
         raise KeyError(f"unknown augmentation recipe {name!r}; options: {sorted(RECIPES)}")
+    if not 0.0 <= float(hflip) <= 1.0:
+        raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
     fn = RECIPES[name]
-    return None if fn is None else _Augment(fn())
+    return None if fn is None else _Augment(fn(float(hflip)))

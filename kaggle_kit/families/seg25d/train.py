@@ -73,7 +73,7 @@ def make_datasets(cfg: dict, cache: Cache, fold):
     else:
         boxes = None
     train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],
-                               augment=build_augment(d["augment"]), ambiguous_margin=d["ambiguous_margin"],
+                               augment=build_augment(d["augment"], d["hflip"]), ambiguous_margin=d["ambiguous_margin"],
                                boxes=boxes, box_jitter=d["box_jitter"], **kw)
     val_cds = fold_case_days(cache, fold, "val")
     val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=boxes, **kw) if val_cds else None
