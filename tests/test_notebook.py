@@ -58,6 +58,10 @@ def test_notebook_real_path_offline(bundle, synth_root, tmp_path):
     text = run_notebook(sys.executable, NB, env, tmp_path)
     assert "mode=test" in text and "FALLBACK" not in text, text[-3000:]
     _validate(out, synth_root)
+    from run_notebook import summary_of
+
+    summary = summary_of(text)  # the run's summary: per-member inference time per case-day
+    assert summary["mode"] == "test" and summary["member_seconds_per_case_day"]["tiny_cpu"] > 0
     sub = pd.read_csv(out, dtype=str, keep_default_na=False)
     sample = pd.read_csv(synth_root / "sample_submission.csv", dtype=str, keep_default_na=False)
     assert sub[["id", "class"]].equals(sample[["id", "class"]])  # sample_submission order

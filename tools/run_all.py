@@ -132,6 +132,18 @@ def main(argv=None) -> int:
         out = st.run(f"score {exp} oof", [py, "tools/ensemble.py", yaml_path, "--data-root", data, "--split", "oof",
                                           "--out", work / "oof" / f"{exp}.csv", "--preds", preds, "--cache", cache])
         oof_scores[exp] = last_json(out)["score"]
+    # Gating sources (the classifier family and the 2.5D aux heads): per-class OOF ROC-AUC; detectors: the OOF
+    # box recall of organ pixels.
+    from kaggle_kit.families.cls.report import report_exp
+
+    cls_auc: dict[str, dict] = {}
+    for exp in store_exps(preds):
+        if store.manifest(exp, "oof")["kind"] == "classifier":
+            rep = report_exp(cache, preds, exp, quiet=True)
+            cls_auc[exp] = {c: round(v["auc"], 4) for c, v in rep["classes"].items()}
+    det_recall: dict[str, float] = {}
+    for f in sorted(Path(preds).glob("*/oof/boxes.json")):
+        det_recall[f.parent.parent.name] = round(json.loads(f.read_text())["box_recall"]["recall"], 5)
     from kaggle_kit.baselines import empty_baseline, intensity_baseline
     from kaggle_kit.data.dataset25d import fold_case_days
 
@@ -204,9 +216,18 @@ def main(argv=None) -> int:
         print(f"{e:<32}{s:>10.4f}")
     if tune_summary:
         print(f"{'plain average @0.5':<32}{tune_summary.get('plain_average_05', float('nan')):>10.4f}")
-        print(f"{'tuned: held-out mean':<32}{tune_summary.get('held_out_mean', float('nan')):>10.4f}")
+        # the overfitting guard, like for like: mean over held-out folds of each choice
+        print(f"\n{'mean over held-out folds':<32}{'score':>10}")
+        print(f"{'tuned (nested: tuned without it)':<32}{_fmt(tune_summary.get('held_out_mean')):>10}")
+        print(f"{'plain average @0.5':<32}{_fmt(tune_summary.get('plain_average_05_folds_mean')):>10}")
+        for e, v in (tune_summary.get("single_members_folds_mean") or {}).items():
+            print(f"{e + ' alone @0.5':<32}{_fmt(v):>10}")
     if tuned_oof is not None:
         print(f"{'tuned ensemble (in-sample)':<32}{tuned_oof:>10.4f}")
+    for e, aucs in cls_auc.items():
+        print(f"classifier {e} OOF ROC-AUC: " + ", ".join(f"{c} {v:.4f}" for c, v in aucs.items()))
+    for e, r in det_recall.items():
+        print(f"detector {e} OOF box recall of organ pixels: {r:.5f}")
     print(f"{'test: notebook submission':<32}{_fmt(test_score):>10}")
     print(f"{'test: tools/ensemble.py on maps':<32}{_fmt(maps_score):>10}")
     if nb_summary:
@@ -214,7 +235,11 @@ def main(argv=None) -> int:
               f"dropped members: {nb_summary.get('dropped') or 'none'}")
     result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score, "test_from_maps": maps_score,
               "submission": str(sub) if sub.is_file() else None,
-              "baselines": {"empty": base_empty, "intensity": base_int}, "seconds": round(total, 1)}
+              "baselines": {"empty": base_empty, "intensity": base_int}, "classifier_auc": cls_auc,
+              "detector_box_recall": det_recall, "held_out": tune_summary.get("held_out_mean"),
+              "held_out_plain_average_05": tune_summary.get("plain_average_05_folds_mean"),
+              "held_out_single_members": tune_summary.get("single_members_folds_mean"),
+              "plain_average_05": tune_summary.get("plain_average_05"), "seconds": round(total, 1)}
     print(json.dumps(result))
     return 0
 

@@ -142,6 +142,7 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
     case_days = vols.case_days()
     t0 = time.time()
     failures: list[str] = []
+    member_s: dict[str, float] = {}  # inference seconds per member (all its folds), summed over case-days
     bar = progress(case_days, desc="inference", unit="case-day")
     for i, cd in enumerate(bar):
         g = slices[slices["case_day"] == cd]
@@ -151,7 +152,9 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
             if m.source:
                 continue
             try:
+                tm = time.perf_counter()
                 p, pres = _predict_member(m, vols, cd)
+                member_s[m.name] = member_s.get(m.name, 0.0) + time.perf_counter() - tm
                 maps[m.name] = p
                 if pres is not None:
                     aux[m.name] = pres
@@ -188,7 +191,8 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
     summary = {"mode": mode, "case_days": len(case_days), "rows": len(rows), "dropped": dropped,
                "failures": failures, "seconds": round(time.time() - t0, 1),
                "seconds_per_case_day": round((time.time() - t0) / max(len(case_days), 1), 2),
-               "members": [m.name for m in members], "submission": str(out_csv)}
+               "members": [m.name for m in members], "submission": str(out_csv),
+               "member_seconds_per_case_day": {k: round(v / max(len(case_days), 1), 3) for k, v in member_s.items()}}
     if mode == "debug":
         from ..scoring import score_files
 
