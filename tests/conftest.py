@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -53,6 +54,6 @@ def trained_seg25d(synth_cache, tmp_path_factory):
     cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
     ov = [f"cache={synth_cache}", f"work_root={tmp / 'work'}", f"pred_root={tmp / 'preds'}", *TINY_SEG]
     run_tool("train.py", cfg, "--fold", 0, *ov)
-    run_tool("predict.py", cfg, "--split", "oof", "--folds", "0", *ov)
-    run_tool("predict.py", cfg, "--split", "test", "--folds", "0", *ov)
+    p = run_tool("predict.py", cfg, "--split", "oof,test", "--folds", "0", *ov)  # both splits, one process
+    assert [json.loads(line)["split"] for line in p.stdout.strip().splitlines()[-2:]] == ["oof", "test"]
     return {"work_root": tmp / "work", "pred_root": tmp / "preds", "exp": "tiny_cpu", "config": cfg, "overrides": ov}

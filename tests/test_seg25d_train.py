@@ -120,3 +120,31 @@ def test_several_folds_in_one_process(synth_cache, tmp_path):
         assert logs and all(f"fold{k}" in str(f) for f in logs)
     bad = run_tool("train.py", cfg, "--fold", "1,1", *ov, check=False)
     assert bad.returncode == 2 and "distinct" in bad.stderr
+
+
+def test_predict_rejects_unknown_split(synth_cache, tmp_path):
+    p = run_tool("predict.py", ROOT / "configs/seg25d/tiny_cpu.yaml", "--split", "oof,val",
+                 *_overrides(synth_cache, tmp_path), check=False)
+    assert p.returncode == 2 and "expected oof, test or oof,test" in p.stderr
+
+
+def test_csv_log_keeps_validation_columns_that_appear_later(tmp_path):
+    """val_interval > 1: the first rows have no validation metrics; the file gains the columns later."""
+    from types import SimpleNamespace
+
+    from kaggle_kit.engine.hooks import CSVLogHook
+
+    hook = CSVLogHook()
+    runner = SimpleNamespace(work_dir=str(tmp_path), epoch=0, val_loop=object(),
+                             train_loop=SimpleNamespace(val_interval=2),
+                             optim_wrapper=SimpleNamespace(get_lr=lambda: {"lr": [0.1]}))
+    for epoch in range(4):
+        runner.epoch = epoch
+        hook.after_train_iter(runner, 0, outputs={"loss": 1.0 + epoch})
+        hook.after_train_epoch(runner)
+        if (epoch + 1) % 2 == 0:
+            hook.after_val_epoch(runner, {"val/score": 0.5 + epoch / 10})
+    df = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(df["epoch"]) == [1, 2, 3, 4] and list(df["train_loss"]) == [1.0, 2.0, 3.0, 4.0]
+    assert df["val/score"].isna().tolist() == [True, False, True, False]
+    assert df["val/score"].dropna().round(6).tolist() == [0.6, 0.8]

@@ -2,6 +2,9 @@
 
     python tools/predict.py CONFIG --split oof  [--folds 0,1,2] [key=value ...]   # each fold on its held-out cases
     python tools/predict.py CONFIG --split test [--folds all | 0,1,2,3,4]         # mean over fold models
+    python tools/predict.py CONFIG --split oof,test                                # both, in one process
+
+One JSON summary line per split, in the order given.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from kaggle_kit.env import setup_offline
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
-    ap.add_argument("--split", choices=["oof", "test"], required=True)
+    ap.add_argument("--split", required=True, help="oof | test | oof,test")
     ap.add_argument("--folds", default=None, help="comma-separated fold indices (default: every fold), or 'all' "
                     "(test only: the model trained on every case)")
     ap.add_argument("overrides", nargs="*")
@@ -31,6 +34,9 @@ def main(argv=None) -> int:
     except (ConfigError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    splits = list(dict.fromkeys(t.strip() for t in a.split.split(",")))
+    if not splits or any(t not in ("oof", "test") for t in splits):
+        ap.error(f"--split {a.split!r}: expected oof, test or oof,test")
     folds = None
     if a.folds:
         try:
@@ -38,12 +44,13 @@ def main(argv=None) -> int:
         except ValueError:
             ap.error(f"--folds {a.folds!r}: expected e.g. 0,1,2 or all")
     exp = cfg.get("exp") or Path(a.config).stem
-    try:
-        summary = fam.predict(cfg, exp, a.split, folds=folds)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
+    for split in splits:  # several splits in one process: start-up paid once
+        try:
+            summary = fam.predict(cfg, exp, split, folds=folds)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(summary), flush=True)
     return 0
 
 

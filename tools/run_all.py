@@ -115,8 +115,7 @@ def main(argv=None) -> int:
         if todo:  # one process for all its folds: imports and start-up paid once
             st.run(f"train {fam} folds {','.join(map(str, todo))}",
                    [py, "tools/train.py", cfg_path, "--fold", ",".join(map(str, todo)), *ov])
-        st.run(f"predict {fam} oof", [py, "tools/predict.py", cfg_path, "--split", "oof", *ov])
-        st.run(f"predict {fam} test", [py, "tools/predict.py", cfg_path, "--split", "test", *ov])
+        st.run(f"predict {fam} oof+test", [py, "tools/predict.py", cfg_path, "--split", "oof,test", *ov])
         members[exp_full] = {"family": fam, "config": rel}
 
     # Per-member OOF scores (plain threshold 0.5) and the baselines.

@@ -9,6 +9,7 @@ from pathlib import Path
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
+from ..utils import atomic_path
 from .checkpoint import save_inference_checkpoint
 
 __all__ = ["ExportHook", "CSVLogHook", "unwrap_net", "ema_net"]
@@ -111,13 +112,17 @@ class CSVLogHook(Hook):
         row = dict(self._pending, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         self._pending = None
         p = Path(runner.work_dir) / "metrics.csv"
-        header = None
+        rows: list[dict] = []
         if p.is_file():
-            with open(p) as f:
-                header = next(csv.reader(f), None)
-        keys = header or list(row)
-        with open(p, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-            if header is None:
-                w.writeheader()
-            w.writerow(row)
+            with open(p, newline="") as f:
+                rows = list(csv.DictReader(f))
+        keys = list(dict.fromkeys([k for r in rows for k in r] + list(row)))
+        if rows and set(row) <= set(rows[0]):  # same columns: append
+            with open(p, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=list(rows[0]), restval="").writerow(row)
+            return
+        # new columns (the first validation after epochs without one): rewrite with the union, atomically
+        with atomic_path(p) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, restval="")
+            w.writeheader()
+            w.writerows(rows + [row])
