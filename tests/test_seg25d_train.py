@@ -136,15 +136,15 @@ def test_csv_log_keeps_validation_columns_that_appear_later(tmp_path):
 
     hook = CSVLogHook()
     runner = SimpleNamespace(work_dir=str(tmp_path), epoch=0, val_loop=object(),
-                             train_loop=SimpleNamespace(val_interval=2),
+                             train_loop=SimpleNamespace(val_interval=2, val_begin=1, max_epochs=5),
                              optim_wrapper=SimpleNamespace(get_lr=lambda: {"lr": [0.1]}))
-    for epoch in range(4):
+    for epoch in range(5):  # validation after epochs 2, 4 and the last one (5), as mmengine's loop does
         runner.epoch = epoch
         hook.after_train_iter(runner, 0, outputs={"loss": 1.0 + epoch})
         hook.after_train_epoch(runner)
-        if (epoch + 1) % 2 == 0:
+        if (epoch + 1) % 2 == 0 or epoch + 1 == 5:
             hook.after_val_epoch(runner, {"val/score": 0.5 + epoch / 10})
     df = pd.read_csv(tmp_path / "metrics.csv")
-    assert list(df["epoch"]) == [1, 2, 3, 4] and list(df["train_loss"]) == [1.0, 2.0, 3.0, 4.0]
-    assert df["val/score"].isna().tolist() == [True, False, True, False]
-    assert df["val/score"].dropna().round(6).tolist() == [0.6, 0.8]
+    assert list(df["epoch"]) == [1, 2, 3, 4, 5] and list(df["train_loss"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert df["val/score"].isna().tolist() == [True, False, True, False, False]
+    assert df["val/score"].dropna().round(6).tolist() == [0.6, 0.8, 0.9]

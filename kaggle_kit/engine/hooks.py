@@ -99,8 +99,12 @@ class CSVLogHook(Hook):
         # runner.epoch counts finished epochs only after this hook: +1 gives the 1-based epoch just done
         self._pending = {"epoch": runner.epoch + 1, "train_loss": self._loss_sum / max(self._n, 1), "lr": lr}
         self._loss_sum, self._n = 0.0, 0
-        val_int = getattr(runner.train_loop, "val_interval", 1)
-        if runner.val_loop is None or ((runner.epoch + 1) % max(val_int, 1)) != 0:
+        # mmengine validates every val_interval epochs from val_begin, and always after the last epoch
+        ep, loop = runner.epoch + 1, runner.train_loop
+        val_int, val_begin = max(getattr(loop, "val_interval", 1), 1), getattr(loop, "val_begin", 1)
+        will_val = runner.val_loop is not None and ep >= val_begin and (
+            ep % val_int == 0 or ep == getattr(loop, "max_epochs", None))
+        if not will_val:
             self._write(runner, {})
 
     def after_val_epoch(self, runner, metrics=None) -> None:
