@@ -231,14 +231,19 @@ def main(argv=None) -> int:
     print(f"{'test: tools/ensemble.py on maps':<32}{_fmt(maps_score):>10}")
     if nb_summary:
         print(f"notebook: {nb_summary.get('mode')} mode, {nb_summary.get('case_days')} case-days, "
-              f"dropped members: {nb_summary.get('dropped') or 'none'}")
+              f"dropped members: {nb_summary.get('dropped') or 'none'}, "
+              f"{nb_summary.get('seconds_per_case_day')} s per case-day in all")
+        for m, sec in (nb_summary.get("member_seconds_per_case_day") or {}).items():
+            print(f"  {m}: {sec:.2f} s per case-day (all its folds)")
     result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score, "test_from_maps": maps_score,
               "submission": str(sub) if sub.is_file() else None,
               "baselines": {"empty": base_empty, "intensity": base_int}, "classifier_auc": cls_auc,
               "detector_box_recall": det_recall, "held_out": tune_summary.get("held_out_mean"),
               "held_out_plain_average_05": tune_summary.get("plain_average_05_folds_mean"),
               "held_out_single_members": tune_summary.get("single_members_folds_mean"),
-              "plain_average_05": tune_summary.get("plain_average_05"), "seconds": round(total, 1)}
+              "plain_average_05": tune_summary.get("plain_average_05"),
+              "inference_seconds_per_case_day": nb_summary.get("member_seconds_per_case_day"),
+              "seconds": round(total, 1)}
     print(json.dumps(result))
     return 0
 
