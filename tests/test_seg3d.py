@@ -300,3 +300,31 @@ def test_train_predict_oof_end_to_end(synth_cache, tmp_path):
     assert man["family"] == "seg3d" and man["kind"] == "pixel" and man["folds"] == [0]
     r = score_maps(synth_cache, tmp_path / "preds", "seg3d_tiny", "oof")
     assert r["case_days"] >= 1 and 0.0 <= r["score"] <= 1.0
+
+
+def test_notebook_predictor_reproduces_stored_maps(synth_cache, tmp_path):
+    """Train/serve skew: the notebook builds each member's predictor from the manifest (via the bundle); with the
+    3D sliding-window settings recorded there it must give the maps tools/predict.py stored (up to uint8)."""
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.engine.checkpoint import save_inference_checkpoint
+    from kaggle_kit.families.seg3d.api import family, predict
+    from kaggle_kit.families.seg3d.model import build_net
+    from kaggle_kit.io.probmaps import ProbMapStore
+    from kaggle_kit.paths import inference_checkpoint
+
+    cfg = _tiny_cfg(synth_cache, tmp_path)
+    cfg["predict"]["overlap"] = 0.6  # not make_predictor's default: the manifest must carry it
+    net = build_net(cfg["model"], cfg["data"])
+    ck = inference_checkpoint(cfg["work_root"], "seg3d", "seg3d_tiny", 0)
+    ck.parent.mkdir(parents=True)
+    save_inference_checkpoint(ck, net.state_dict(), {"family": "seg3d", "model": cfg["model"], "data": cfg["data"],
+                                                     "classes": ["large_bowel", "small_bowel", "stomach"], "fold": 0})
+    predict(cfg, "seg3d_tiny", "oof", folds=[0])
+    store = ProbMapStore(cfg["pred_root"])
+    man = store.manifest("seg3d_tiny", "oof")
+    assert man["predictor"]["overlap"] == 0.6
+    pred = family.make_predictor(ck, tta=man["tta"], **man["predictor"])  # what infer.load_bundle_members does
+    cd = store.case_days("seg3d_tiny", "oof")[0]
+    fresh = pred(Cache(synth_cache), "train", cd)
+    stored = store.read("seg3d_tiny", "oof", cd).astype(np.float32) / 255.0
+    assert np.abs(fresh - stored).max() <= 1 / 255 + 1e-6

@@ -17,7 +17,7 @@ def available_folds(cache: Cache) -> list[int]:
 
 def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, work_root, pred_root,
                   make_predictor, folds=None, which: str = "best", tta: str = "none", aux_exp: str | None = None,
-                  boxes_for=None) -> dict:
+                  boxes_for=None, predictor_kwargs: dict | None = None) -> dict:
     """Run ``make_predictor(ckpt_path)`` models and write maps for ``split`` ("oof" or "test").
 
     A predictor is called as ``pred(cache, cache_split, case_day, boxes=...)`` and returns float32
@@ -53,7 +53,9 @@ def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, wo
                 store.write(aux_exp, split, cd, pres / len(preds))
             n += 1
     fold_ints = [] if folds == "all" else [int(f) for f in folds]
-    extra = {"trained_on_all": folds == "all", "checkpoint": which}
+    # predictor_kwargs: what the family's make_predictor needs beyond (checkpoint, tta, batch size) to give
+    # these same maps (e.g. the 3D sliding window); the bundle hands it to the notebook's predictors
+    extra = {"trained_on_all": folds == "all", "checkpoint": which, "predictor": dict(predictor_kwargs or {})}
     store.write_manifest(exp, split, family=family, kind=kind, classes=list(cache_classes()), folds=fold_ints,
                          tta=tta, data_fingerprint=cache.fingerprint(), **extra)
     if aux_exp:

@@ -112,7 +112,7 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, python_version: s
         man = store.manifest(exp, "oof")
         fam = man["family"]
         entry = {"name": m.get("name", exp), "exp": exp, "kind": man["kind"], "family": fam,
-                 "tta": man.get("tta") or "none", "checkpoints": []}
+                 "tta": man.get("tta") or "none", "predictor": man.get("predictor") or {}, "checkpoints": []}
         if fam.endswith("_aux"):  # classifier maps from a pixel member's aux head: no model of its own
             entry["source"] = exp[: -len("_aux")]
             entry["family"] = fam[: -len("_aux")]

@@ -79,8 +79,9 @@ def load_bundle_members(bundle: Path, spec: list[dict], device=None) -> tuple[li
             continue
         try:
             fam = resolve("family", m["family"])
-            preds = [fam.make_predictor(bundle / ck, tta=m.get("tta", "none"), batch_size=m.get("batch_size", 32),
-                                        device=device) for ck in m["checkpoints"]]
+            kw = {"batch_size": m.get("batch_size", 32), **(m.get("predictor") or {})}  # as predict.py made the maps
+            preds = [fam.make_predictor(bundle / ck, tta=m.get("tta", "none"), device=device, **kw)
+                     for ck in m["checkpoints"]]
             if not preds:
                 raise ValueError("no checkpoints listed")
             loaded.append(LoadedMember(m["name"], m["kind"], preds))

@@ -23,6 +23,7 @@ def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
         pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
         make_predictor=lambda ck: Predictor3D(ck, tta=p["tta"], overlap=p["overlap"],
                                               sw_batch_size=p["sw_batch_size"], window=p["window"]),
+        predictor_kwargs={"overlap": p["overlap"], "window": p["window"], "batch_size": p["sw_batch_size"]},
     )
 
 
