@@ -23,6 +23,7 @@ def test_run_all_one_family_small(tmp_path):
     assert sub[["id", "class"]].equals(sample[["id", "class"]])
     # the notebook ran (the submission is its output) and agrees with tools/ensemble.py on the stored maps
     assert "notebook" in p.stdout and (work / "kaggle_kit_inference.executed.ipynb").is_file()
+    assert last["notebook_failures"] == 0 and set(last["inference_seconds_per_case_day"]) == {"seg25d_tiny_cpu"}
     assert abs(last["test"] - last["test_from_maps"]) < 0.02
     # a second run reuses every trained fold
     p2 = run_tool("run_all.py", "--work", work, "--train-cases", 4, "--test-cases", 1, "--size-scale", 0.25,

@@ -328,3 +328,26 @@ def test_notebook_predictor_reproduces_stored_maps(synth_cache, tmp_path):
     fresh = pred(Cache(synth_cache), "train", cd)
     stored = store.read("seg3d_tiny", "oof", cd).astype(np.float32) / 255.0
     assert np.abs(fresh - stored).max() <= 1 / 255 + 1e-6
+
+
+def test_predictor_on_png_volumes(synth_root, synth_cache, tmp_path):
+    """The notebook feeds members PngVolumes (decoded competition PNGs, no cache): the 3D predictor takes them
+    and gives the same maps as from the cache."""
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.engine.checkpoint import save_inference_checkpoint
+    from kaggle_kit.families.seg3d.model import build_net
+    from kaggle_kit.families.seg3d.predict import Predictor3D
+    from kaggle_kit.submission.infer import PngVolumes
+
+    cfg = _tiny_cfg(synth_cache, tmp_path)
+    net = build_net(cfg["model"], cfg["data"])
+    ck = save_inference_checkpoint(tmp_path / "m.pth", net.state_dict(),
+                                   {"family": "seg3d", "model": cfg["model"], "data": cfg["data"],
+                                    "classes": ["large_bowel", "small_bowel", "stomach"]})
+    pred = Predictor3D(ck, overlap=0.25, sw_batch_size=2)
+    vols = PngVolumes(synth_root, "test")
+    cd = vols.case_days()[0]
+    from_png = pred(vols, "test", cd)
+    from_cache = pred(Cache(synth_cache), "test", cd)
+    assert from_png.shape == from_cache.shape
+    np.testing.assert_allclose(from_png, from_cache, atol=1e-5)

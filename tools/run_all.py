@@ -233,6 +233,8 @@ def main(argv=None) -> int:
         print(f"notebook: {nb_summary.get('mode')} mode, {nb_summary.get('case_days')} case-days, "
               f"dropped members: {nb_summary.get('dropped') or 'none'}, "
               f"{nb_summary.get('seconds_per_case_day')} s per case-day in all")
+        if nb_summary.get("failures"):  # the notebook renormalised over the other members: say so loudly
+            print(f"notebook WARNING: {len(nb_summary['failures'])} member failures, first: {nb_summary['failures'][0]}")
         for m, sec in (nb_summary.get("member_seconds_per_case_day") or {}).items():
             print(f"  {m}: {sec:.2f} s per case-day (all its folds)")
     result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score, "test_from_maps": maps_score,
@@ -243,6 +245,7 @@ def main(argv=None) -> int:
               "held_out_single_members": tune_summary.get("single_members_folds_mean"),
               "plain_average_05": tune_summary.get("plain_average_05"),
               "inference_seconds_per_case_day": nb_summary.get("member_seconds_per_case_day"),
+              "notebook_failures": len(nb_summary.get("failures") or []),
               "seconds": round(total, 1)}
     print(json.dumps(result))
     return 0

@@ -57,7 +57,8 @@ class Predictor3D:
         self._spacing: dict[tuple, dict] = {}
 
     def spacing(self, cache: Cache, split: str, case_day: str):
-        key = (str(cache.root), split)
+        # any volume source: the prepared Cache, or the notebook's PngVolumes (no cache folder behind it)
+        key = (str(getattr(cache, "root", "")) or id(cache), split)
         if key not in self._spacing:
             self._spacing[key] = case_day_spacing(cache, split)
         return self._spacing[key].get(case_day, (1.0, 1.0))
