@@ -13,7 +13,7 @@ from mmengine.evaluator import BaseMetric
 
 from ..data.raw import CLASSES
 
-__all__ = ["SegValMetric", "ClsValMetric", "roc_auc"]
+__all__ = ["SegValMetric", "ClsValMetric", "roc_auc", "scorer_metrics"]
 
 
 def _bits(ch: np.ndarray) -> np.ndarray:
@@ -46,12 +46,17 @@ class SegValMetric(BaseMetric):
         for cd, items in by_cd.items():
             items.sort(key=lambda r: r[0])
             scorer.add(cd, np.stack([r[1] for r in items]), np.stack([r[2] for r in items]))
-        r = scorer.result()
-        out = {"score": float(r["score"]), "dice": float(r["dice"]), "hausdorff": float(r["hausdorff"])}
-        for c in CLASSES:
-            if c in r.get("per_class", {}):
-                out[f"dice_{c}"] = float(r["per_class"][c]["dice"])
-        return out
+        return scorer_metrics(scorer)
+
+
+def scorer_metrics(scorer) -> dict:
+    """The validation metrics logged by every segmentation family: score, dice, hausdorff, dice per class."""
+    r = scorer.result()
+    out = {"score": float(r["score"]), "dice": float(r["dice"]), "hausdorff": float(r["hausdorff"])}
+    for c in CLASSES:
+        if c in r.get("per_class", {}):
+            out[f"dice_{c}"] = float(r["per_class"][c]["dice"])
+    return out
 
 
 def roc_auc(y: np.ndarray, s: np.ndarray) -> float:

@@ -37,17 +37,13 @@ class Seg3DValMetric(BaseMetric):
             self.results.append((s["case_day"], channels_to_bits(p), channels_to_bits(s["mask"].numpy())))
 
     def compute_metrics(self, results) -> dict:
+        from ...engine.metrics import scorer_metrics
         from ...post.metric import Scorer
 
         scorer = Scorer()
         for cd, p, t in results:
             scorer.add(cd, p, t)
-        r = scorer.result()
-        out = {"score": float(r["score"]), "dice": float(r["dice"]), "hausdorff": float(r["hausdorff"])}
-        for c in CLASSES:
-            if c in r.get("per_class", {}):
-                out[f"dice_{c}"] = float(r["per_class"][c]["dice"])
-        return out
+        return scorer_metrics(scorer)
 
 
 def make_datasets(cfg: dict, cache: Cache, fold, seed: int = 0):
