@@ -173,9 +173,11 @@ def main() -> int:
     ap.add_argument("--log", default=None, help="log of the end-to-end tool runs (default WORK/e2e.log)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--cases", type=int, default=4, help="synthetic train cases for the end-to-end part")
+    ap.add_argument("--max-days", type=int, default=2, help="scan days per synthetic case")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on CPU: checks this script, no numbers")
     ap.add_argument("--only", nargs="*", default=None, help="subset of config names")
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--e2e-only", nargs="*", default=None, help="subset of the configs for the end-to-end part")
     a = ap.parse_args()
     from kaggle_kit.env import setup_offline
     setup_offline()
@@ -209,7 +211,7 @@ def main() -> int:
         py = sys.executable
         env = {"KAGGLE_KIT_NO_PROGRESS": "1"}
         rc, dt = run([py, "tools/make_synthetic.py", data, "--train-cases", a.cases, "--test-cases", 1,
-                      "--size-scale", scale, "--max-days", 2, "--overwrite"], log, env)
+                      "--size-scale", scale, "--max-days", a.max_days, "--overwrite"], log, env)
         res["e2e"]["make_synthetic_s"] = round(dt, 1)
         rc2, dt2 = run([py, "tools/prepare.py", "--data-root", data, "--cache", cache, "--folds", 2], log, env)
         res["e2e"]["prepare_s"] = round(dt2, 1)
@@ -217,7 +219,7 @@ def main() -> int:
             res["e2e"]["error"] = f"data stage failed ({rc}, {rc2}); see {log}"
             save()
             return 1
-        for n in names:
+        for n in a.e2e_only or names:
             cfg = CONFIGS[n]
             common = [f"exp=gpu_{n}", f"cache={cache}", f"work_root={work / 'work_dirs'}",
                       f"pred_root={work / 'preds'}", "train.epochs=1", "train.num_workers=4"]

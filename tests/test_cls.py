@@ -59,6 +59,81 @@ def test_local_weights_adapt_stem_and_drop_head(tmp_path):
     assert sd["fc.weight"].shape == (3, 512)
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_map_head_train_and_eval_outputs(backbone, k=5):
+    """head=map: eval returns (B, C) presence logits, train mode also the per-class map; presence is the map's
+    maximum, and gradients reach every parameter."""
+    from kaggle_kit.families.cls.model import MapHeadClassifier, build_cls_model
+
+    torch.manual_seed(0)
+    net = build_cls_model(backbone, in_chans=k, classes=3, head="map", drop_rate=0.2)
+    assert isinstance(net, MapHeadClassifier)
+    x = torch.randn(2, k, 96, 64)  # not square: the map keeps the aspect (3x2 at stride 32)
+    logits, m = net.train()(x)
+    assert logits.shape == (2, 3) and m.shape[:2] == (2, 3) and m.shape[2] > m.shape[3] >= 1
+    brute = torch.tensor([[float(m[b, c].detach().max()) for c in range(3)] for b in range(2)])
+    torch.testing.assert_close(logits.detach(), brute)
+    (logits.sum() + m.sum()).backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    y = net.eval()(x)
+    assert y.shape == (2, 3) and torch.isfinite(y).all()
+
+
+def test_map_head_errors_and_local_weights(tmp_path):
+    import timm
+
+    from kaggle_kit.families.cls.model import build_cls_model
+
+    with pytest.raises(KeyError, match="map"):
+        build_cls_model("resnet18", head="cam")
+    vit = build_cls_model("vit_tiny_patch16_224", in_chans=3, classes=3, head="map", img_size=32)
+    with pytest.raises(ValueError, match="feature map"):
+        vit.eval()(torch.randn(1, 3, 32, 32))
+    torch.manual_seed(0)
+    src = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    path = tmp_path / "resnet18.pth"
+    torch.save(src.state_dict(), path)
+    net = build_cls_model("resnet18", in_chans=3, classes=3, head="map", weights_path=path)
+    torch.testing.assert_close(net.backbone.state_dict()["layer4.1.conv2.weight"],
+                               src.state_dict()["layer4.1.conv2.weight"])
+    assert net.head.weight.shape == (3, 512, 1, 1)
+
+
+def test_map_loss_is_presence_bce_plus_cellwise_mask_bce():
+    """TaskModel's cls loss with a map head = BCE(presence) + w * BCE(map, cell target); a cell's target is 1
+    when any mask pixel inside it is (checked cell by cell against hand-sliced blocks)."""
+    from kaggle_kit.engine.model import TaskModel
+    from kaggle_kit.families.cls.model import build_cls_loss, build_cls_model
+
+    torch.manual_seed(0)
+    net = build_cls_model("resnet18", in_chans=3, classes=3, head="map")
+    x = torch.randn(2, 3, 64, 64)  # resnet18: stride 32 -> 2x2 map, cells of 32x32 pixels
+    mask = torch.zeros(2, 3, 64, 64)
+    mask[0, 0, 40, 5] = 1  # one pixel: only cell (1, 0) of class 0
+    mask[1, 2, 10:20, 30:34] = 1  # straddles cells (0, 0) and (0, 1) of class 2
+    presence = mask.amax(dim=(2, 3))
+    model = TaskModel(net, build_cls_loss([{"type": "bce", "weight": 1.0}]), task="cls", aux_weight=0.5)
+    model.train()
+    torch.manual_seed(1)
+    losses = model(x, mask=mask, presence=presence, mode="loss")
+    torch.manual_seed(1)
+    logits, m = net(x)  # same dropout draws (none here: drop_rate 0)
+    target = torch.zeros_like(m)
+    for b in range(2):
+        for c in range(3):
+            for i in range(2):
+                for j in range(2):
+                    target[b, c, i, j] = mask[b, c, 32 * i:32 * i + 32, 32 * j:32 * j + 32].max()
+    assert target.sum() == 3
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    torch.testing.assert_close(losses["loss_cls"], bce(logits, presence))
+    torch.testing.assert_close(losses["loss_map"], 0.5 * bce(m, target))
+    # a pooling head has no map: only the presence loss
+    pool = TaskModel(build_cls_model("resnet18", in_chans=3, classes=3), build_cls_loss([{"type": "bce"}]),
+                     task="cls", aux_weight=0.5)
+    assert set(pool(x, mask=mask, presence=presence, mode="loss")) == {"loss_cls"}
+
+
 def test_presence_loss_is_bce():
     from kaggle_kit.families.cls.model import build_cls_loss
 

@@ -6,7 +6,9 @@ keyword arguments. Tasks:
 
 - ``seg``: net(inputs) -> logits (B, C, ...) or (logits, cls_logits (B, C)) with an aux head;
   the loss is ``loss_fn(logits, mask, weight)`` (+ ``aux_weight`` x BCE of the aux head on ``presence``).
-- ``cls``: net(inputs) -> logits (B, C); loss ``loss_fn(logits, presence)``.
+- ``cls``: net(inputs) -> logits (B, C), or in train mode (logits, map logits (B, C, h, w)) with a map head;
+  the loss is ``loss_fn(logits, presence)`` (+ ``aux_weight`` x BCE of the map on the mask max-pooled to
+  (h, w): a cell is positive when any of its pixels is).
 
 In ``predict`` mode it returns one dict per sample with sigmoid probabilities (float16, on CPU) and the
 truth, for the validation metric.
@@ -46,7 +48,11 @@ class TaskModel(BaseModel):
         out, aux = self._net(inputs)
         if mode == "loss":
             if self.task == "cls":
-                return {"loss_cls": self.loss_fn(out.float(), presence.float())}
+                losses = {"loss_cls": self.loss_fn(out.float(), presence.float())}
+                if aux is not None and self.aux_weight > 0:
+                    target = F.adaptive_max_pool2d(mask.float(), aux.shape[-2:])
+                    losses["loss_map"] = self.aux_weight * F.binary_cross_entropy_with_logits(aux.float(), target)
+                return losses
             losses = {"loss_seg": self.loss_fn(out.float(), mask.float(), weight)}
             if aux is not None and self.aux_weight > 0:
                 losses["loss_aux"] = self.aux_weight * F.binary_cross_entropy_with_logits(

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["PresenceLoss", "build_cls_loss", "build_cls_model"]
+__all__ = ["HEADS", "MapHeadClassifier", "PresenceLoss", "build_cls_loss", "build_cls_model"]
+
+HEADS = ("pool", "map")
 
 
 def _check_backbone(name: str) -> None:
@@ -30,8 +32,40 @@ def _check_backbone(name: str) -> None:
         raise KeyError(f"unknown timm backbone {name!r}; close timm names: {close} (all: timm.list_models())")
 
 
+class MapHeadClassifier(nn.Module):
+    """A timm backbone's last feature map -> a 1x1 conv per class -> a coarse logit map; presence = its max.
+
+    The backbone is built with ``num_classes=0, global_pool=""``: its forward is then the unpooled feature map
+    after whatever timm's head does before pooling-free logits (ConvNeXt's norm, MobileNetV3's conv head), with
+    ``head_hidden_size`` channels.
+
+    Presence of an organ in a slice is "some cell of the slice shows it" (multiple-instance pooling), so the
+    map can also be supervised densely with the mask max-pooled to the map's size (``TaskModel`` does that
+    with the cls task's ``aux_weight``): every slice then teaches where each organ is, not one bit per class.
+
+    ``forward(x)`` returns presence logits (B, C) in eval mode and ``(logits, map_logits (B, C, h, w))`` in
+    train mode; inference code never sees the map.
+    """
+
+    def __init__(self, backbone: nn.Module, classes: int, drop_rate: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.drop = nn.Dropout2d(drop_rate) if drop_rate > 0 else nn.Identity()
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        self.head = nn.Conv2d(width, classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor):
+        f = self.backbone(x)
+        if f.dim() != 4:
+            raise ValueError(f"head 'map' needs a CNN-like (B, F, h, w) feature map; got {tuple(f.shape)}")
+        m = self.head(self.drop(f))
+        logits = m.amax(dim=(2, 3))
+        return (logits, m) if self.training else logits
+
+
 def build_cls_model(backbone: str = "resnet18", in_chans: int = 3, classes: int = 3, pretrained: bool = False,
-                    weights_path: str | Path | None = None, drop_rate: float = 0.0, **kwargs) -> nn.Module:
+                    weights_path: str | Path | None = None, drop_rate: float = 0.0, head: str = "pool",
+                    **kwargs) -> nn.Module:
     """Build a timm classifier with ``classes`` logits; random init unless ``weights_path`` names a local file.
 
     Args:
@@ -42,6 +76,8 @@ def build_cls_model(backbone: str = "resnet18", in_chans: int = 3, classes: int 
         weights_path: local ``.safetensors`` / ``.pth`` / ``.bin`` state dict of the same timm architecture
             (any class count, 3-channel stems are adapted).
         drop_rate: dropout before the classifier.
+        head: ``pool`` (timm's own global pooling + linear classifier) or ``map`` (:class:`MapHeadClassifier`:
+            a per-class logit map, max-pooled; trainable with dense mask supervision).
         **kwargs: other ``timm.create_model`` arguments (``drop_path_rate``, ``img_size``...).
 
     Returns:
@@ -51,16 +87,24 @@ def build_cls_model(backbone: str = "resnet18", in_chans: int = 3, classes: int 
 
     if pretrained:
         raise ValueError("pretrained=True would download weights: keep it False and pass a local file as weights_path")
+    if head not in HEADS:
+        raise KeyError(f"unknown head {head!r}; options: {list(HEADS)}")
     _check_backbone(backbone)
+    if head == "map":  # the backbone without classifier and pooling; dropout lives in the map head
+        kwargs = dict(kwargs, num_classes=0, global_pool="")
+        kwargs.pop("drop_rate", None)
+    else:
+        kwargs = dict(kwargs, num_classes=classes, drop_rate=drop_rate)
     if weights_path is None:
-        return timm.create_model(backbone, pretrained=False, in_chans=in_chans, num_classes=classes,
-                                 drop_rate=drop_rate, **kwargs)
-    path = Path(weights_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    # timm resolves a pretrained_cfg with a 'file' entry to that local file only (no hub, no URL).
-    return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
-                             in_chans=in_chans, num_classes=classes, drop_rate=drop_rate, **kwargs)
+        net = timm.create_model(backbone, pretrained=False, in_chans=in_chans, **kwargs)
+    else:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
+        # timm resolves a pretrained_cfg with a 'file' entry to that local file only (no hub, no URL).
+        net = timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
+                                in_chans=in_chans, **kwargs)
+    return MapHeadClassifier(net, classes, drop_rate) if head == "map" else net
 
 
 class PresenceLoss:

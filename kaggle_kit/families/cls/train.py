@@ -51,7 +51,7 @@ def build_net(model_cfg: dict, in_channels: int):
     m = model_cfg
     return build_cls_model(backbone=m["backbone"], in_chans=in_channels, classes=m["classes"],
                            weights_path=m.get("weights_path"), drop_rate=m.get("drop_rate", 0.0),
-                           **(m.get("kwargs") or {}))
+                           head=m.get("head", "pool"), **(m.get("kwargs") or {}))
 
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
@@ -73,7 +73,8 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
             "threshold": cfg["predict"]["threshold"], "fingerprint": cache.fingerprint()}
     runner = build_runner(net=net, loss_fn=build_cls_loss(cfg["loss"]), task="cls", train_ds=train_ds,
                           val_ds=val_ds, val_metric=ClsValMetric(threshold=cfg["predict"]["threshold"]),
-                          train_cfg=cfg["train"], work_dir=wd, meta=meta, resume=resume)
+                          train_cfg=cfg["train"], work_dir=wd, meta=meta, resume=resume,
+                          aux_weight=cfg["map_weight"] if cfg["model"].get("head") == "map" else 0.0)
     runner.train()
     if fold != "all":
         fold_report(cfg, exp, fold, cache)
