@@ -1,8 +1,8 @@
 """Build and run mmengine's Runner for one fold of a torch family.
 
 Families provide the pieces (net, loss, datasets, validation metric, checkpoint meta); this module maps
-the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) and channels_last on
-CUDA, EMA, checkpoints every epoch (resume with ``resume=True``), TensorBoard + JSON + CSV logs, DDP
+the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) on CUDA, channels_last
+for 2D nets on CUDA and CPU (oneDNN is faster in NHWC too: ``benchmarks/bench_channels_last.py``), EMA, checkpoints every epoch (resume with ``resume=True``), TensorBoard + JSON + CSV logs, DDP
 when launched by ``torchrun`` (gloo on CPU, nccl on CUDA).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     t = dict(TRAIN_DEFAULTS, **{k: v for k, v in train_cfg.items() if v is not None or k == "grad_clip"})
     cuda = torch.cuda.is_available()
     launcher = dist_launcher()
-    model = TaskModel(net, loss_fn, task=task, aux_weight=aux_weight, channels_last=cuda and t["channels_last"])
+    model = TaskModel(net, loss_fn, task=task, aux_weight=aux_weight, channels_last=bool(t["channels_last"]))
     if t["optimizer"] == "adamw":
         optimizer = dict(type="AdamW", lr=t["lr"], weight_decay=t["weight_decay"])
     elif t["optimizer"] == "sgd":

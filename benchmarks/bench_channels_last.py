@@ -1,0 +1,112 @@
+"""NCHW vs NHWC (channels_last) training steps of the 2D configs' nets on this machine, side by side.
+
+    python benchmarks/bench_channels_last.py                       # the tiny CPU configs
+    python benchmarks/bench_channels_last.py --configs configs/seg25d/tiny_cpu.yaml --steps 20
+
+For each config: the family's own builder, the config's batch size and canvas, AdamW steps (forward,
+backward, update) timed after warm-up, alternating the two memory formats round by round so that machine
+load hits both alike. Prints seconds per step and the NCHW / NHWC ratio (> 1: channels_last is faster),
+plus the largest difference between the two formats' outputs on the same weights (a layout change, not a
+different model).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT = ["configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu.yaml"]
+
+
+def build(cfg: dict):
+    if cfg["family"] == "cls":
+        from kaggle_kit.families.cls.train import build_net
+    else:
+        from kaggle_kit.families.seg25d.train import build_net
+    return build_net(cfg["model"], cfg["data"]["k"])
+
+
+def _loss(out):
+    import torch
+
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return sum(o.float().sigmoid().mean() for o in outs if torch.is_tensor(o))
+
+
+def bench(path: str, steps: int, rounds: int) -> dict:
+    import torch
+
+    from kaggle_kit.config import load_config
+
+    cfg = load_config(ROOT / path)
+    torch.manual_seed(0)
+    base = build(cfg)
+    nets, opts, xs = {}, {}, {}
+    x = torch.randn(int(cfg["train"]["batch_size"]), cfg["data"]["k"], *cfg["data"]["size"])
+    for fmt in ("nchw", "nhwc"):
+        net = copy.deepcopy(base).train()
+        xi = x.clone()
+        if fmt == "nhwc":
+            net = net.to(memory_format=torch.channels_last)
+            xi = xi.contiguous(memory_format=torch.channels_last)
+        nets[fmt], opts[fmt], xs[fmt] = net, torch.optim.AdamW(net.parameters(), lr=1e-4), xi
+    with torch.no_grad():
+        a, b = nets["nchw"].eval()(xs["nchw"]), nets["nhwc"].eval()(xs["nhwc"])
+        a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
+        max_diff = float((a.float() - b.float()).abs().max())
+
+    def step(fmt):
+        opts[fmt].zero_grad(set_to_none=True)
+        _loss(nets[fmt](xs[fmt])).backward()
+        opts[fmt].step()
+
+    for fmt in nets:
+        nets[fmt].train()
+        for _ in range(2):
+            step(fmt)
+    times = {"nchw": 0.0, "nhwc": 0.0}
+    for _ in range(rounds):
+        for fmt in nets:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(fmt)
+            times[fmt] += time.perf_counter() - t0
+    n = steps * rounds
+    res = {"config": path, "batch": list(x.shape), "nchw_s_per_step": round(times["nchw"] / n, 4),
+           "nhwc_s_per_step": round(times["nhwc"] / n, 4), "ratio_nchw_over_nhwc": round(times["nchw"] / times["nhwc"], 3),
+           "eval_max_abs_diff": max_diff}
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="*", default=DEFAULT)
+    ap.add_argument("--steps", type=int, default=5, help="steps per round and format")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    a = ap.parse_args()
+    from kaggle_kit.env import setup_offline
+
+    setup_offline()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print("| config | batch | NCHW s/step | NHWC s/step | ratio | max |diff| (eval) |")
+    print("|---|---|---|---|---|---|")
+    out = []
+    for c in a.configs:
+        r = bench(c, a.steps, a.rounds)
+        out.append(r)
+        print(f"| {c} | {'x'.join(map(str, r['batch']))} | {r['nchw_s_per_step']} | {r['nhwc_s_per_step']} | "
+              f"**{r['ratio_nchw_over_nhwc']}x** | {r['eval_max_abs_diff']:.1e} |", flush=True)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
