@@ -50,6 +50,8 @@ class TaskModel(BaseModel):
             if self.task == "cls":
                 losses = {"loss_cls": self.loss_fn(out.float(), presence.float())}
                 if aux is not None and self.aux_weight > 0:
+                    if mask is None:
+                        raise ValueError("the classifier's map loss needs the batch's masks (items without 'mask')")
                     target = F.adaptive_max_pool2d(mask.float(), aux.shape[-2:])
                     losses["loss_map"] = self.aux_weight * F.binary_cross_entropy_with_logits(aux.float(), target)
                 return losses

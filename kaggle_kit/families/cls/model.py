@@ -35,9 +35,9 @@ def _check_backbone(name: str) -> None:
 class MapHeadClassifier(nn.Module):
     """A timm backbone's last feature map -> a 1x1 conv per class -> a coarse logit map; presence = its max.
 
-    The backbone is built with ``num_classes=0, global_pool=""``: its forward is then the unpooled feature map
-    after whatever timm's head does before pooling-free logits (ConvNeXt's norm, MobileNetV3's conv head), with
-    ``head_hidden_size`` channels.
+    The backbone is built with ``num_classes=0, global_pool=""``: its forward then returns the unpooled
+    feature map, with whatever timm's head applies before the classifier (ConvNeXt's norm, MobileNetV3's conv
+    head) and ``head_hidden_size`` channels.
 
     Presence of an organ in a slice is "some cell of the slice shows it" (multiple-instance pooling), so the
     map can also be supervised densely with the mask max-pooled to the map's size (``TaskModel`` does that

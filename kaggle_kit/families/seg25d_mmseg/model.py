@@ -39,10 +39,10 @@ from kaggle_kit._compat import mmcv_ops
 
 mmcv_ops.install()  # before any mmseg import: mmseg imports mmcv.ops at module level
 
-import mmseg.models  # noqa: F401  (registers backbones and heads)
-from mmseg.registry import MODELS
+import mmseg.models  # noqa: E402, F401  (registers backbones and heads; after mmcv_ops.install)
+from mmseg.registry import MODELS  # noqa: E402
 
-from kaggle_kit.families.seg25d.model import LoadReport, load_into, read_state_dict, timm_to_features
+from kaggle_kit.families.seg25d.model import LoadReport, load_into, read_state_dict, timm_to_features  # noqa: E402
 
 __all__ = ["BACKBONES", "MMSegUPerNet", "build_mmseg_upernet", "load_mmseg_weights"]
 
