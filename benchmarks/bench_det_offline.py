@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-unshare", action="store_true")
     ap.add_argument("--skip-train", action="store_true", help="reuse the folds already trained in --work")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=1")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     a = ap.parse_args(argv)
     unshare = not a.no_unshare
     if unshare:
@@ -60,7 +61,16 @@ def main(argv=None) -> int:
         probe = subprocess.run(["unshare", "-n", sys.executable, "-c", code], check=False, capture_output=True,
                                text=True)
         print(f"network inside `unshare -n`: {probe.stdout.strip()}")
+    tmp = a.work is None
     work = Path(a.work or tempfile.mkdtemp(prefix="bench_det_offline_"))
+    try:
+        return _bench(a, work, unshare)
+    finally:
+        if tmp and not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(a, work, unshare) -> int:
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, KAGGLE_KIT_HOME=str(work / "home"), KAGGLE_KIT_NO_PROGRESS="1")
     py = sys.executable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +26,19 @@ def main(argv=None) -> int:
     ap.add_argument("--augment", nargs="+", default=["light", "baseline"])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--work", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     a = ap.parse_args(argv)
     os.environ.setdefault("KAGGLE_KIT_NO_PROGRESS", "1")
+    tmp = a.work is None
+    work = Path(a.work or tempfile.mkdtemp(prefix="bench_loader_"))
+    try:
+        return _bench(a, work)
+    finally:
+        if tmp and not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench(a, work) -> int:
     import cv2
 
     from kaggle_kit.data.augment import build_augment
@@ -37,7 +49,6 @@ def main(argv=None) -> int:
     from kaggle_kit.data.rle import rle_decode
     from kaggle_kit.data.synthetic import make_synthetic
 
-    work = Path(a.work or tempfile.mkdtemp(prefix="bench_loader_"))
     root, cache_dir = work / "data", work / "cache"
     if not (root / "train.csv").is_file():
         make_synthetic(root, a.cases, 0, seed=1, size_scale=a.size_scale, max_days=1, overwrite=True)
