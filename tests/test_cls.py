@@ -277,3 +277,14 @@ def test_report_on_any_classifier_exp(synth_cache, tmp_path):
     rep = json.loads((tmp_path / "seg_aux/oof/report/report.json").read_text())
     assert rep["macro_auc"] > 0.9 and (tmp_path / "seg_aux/oof/report/pr_curves.png").is_file()
     assert rep["in_annotated_range"]["n"] == int(in_range.sum())
+    # the z-window AUCs against scipy's moving mean (ends repeated), case-day by case-day
+    from scipy.ndimage import uniform_filter1d
+
+    from kaggle_kit.families.cls.report import class_report
+
+    depths = idx.groupby("case_day").size()[cds].to_numpy()
+    parts = np.split(p, np.cumsum(depths)[:-1])
+    sm = np.concatenate([uniform_filter1d(x.astype(np.float64), 5, axis=0, mode="nearest") for x in parts])
+    sm = sm.astype(np.float32)  # the ensemble gates on float32 probabilities
+    for i, c in enumerate(("large_bowel", "small_bowel", "stomach")):
+        assert rep["z_window_auc"]["5"][c] == pytest.approx(class_report(t[:, i], sm[:, i])["auc"], abs=1e-9)

@@ -53,6 +53,9 @@ def test_example_config_loads():
     ({"members": [PIX], "threshold": 0.5, "connectivity": 6}, "connectivity: expected 4 or 8"),
     ({"members": [PIX], "threshold": 0.5, "z_smoothing": "yes"}, "z_smoothing: expected true/false"),
     ({"members": [PIX], "threshold": 0.5, "truncation": {"tail_margin": 3}}, "tail_margin needs tail_prob"),
+    ({"members": [PIX], "threshold": 0.5, "gating": {"z_window": 2}}, r"gating.z_window: expected odd integers"),
+    ({"members": [PIX], "threshold": 0.5, "gating": {"z_window": {"large_bowel": 3, "small_bowel": 1,
+                                                                 "stomach": 0}}}, "z_window: expected odd"),
     ({"members": PIX, "threshold": 0.5}, "members: expected a non-empty list"),
     ({"members": [PIX], "threshold": 0.5, "metric": "3d+nope"}, "cfg.metric: unknown metric name part 'nope'"),
     ({"members": [PIX], "threshold": 0.5, "metric": {"hd": "2d"}}, "cfg.metric: .*unexpected keyword"),
@@ -79,6 +82,56 @@ def test_pipeline_numba_equals_numpy(shape):
     b = postprocess(stack, w, params, cls, impl="numpy")
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 9])
+def test_smooth_z_equals_brute_force(d):
+    """The centred z mean against a loop over clipped slice indices (window wider than the volume included)."""
+    from kaggle_kit.post.postprocess import smooth_z
+
+    rng = np.random.default_rng(d)
+    p = rng.uniform(0, 255, (d, C)).astype(np.float32)
+    for windows in [(1, 3, 5), (7, 1, 11), (3, 3, 3)]:
+        want = p.copy()
+        for c, w in enumerate(windows):
+            h = w // 2
+            for z in range(d):
+                want[z, c] = np.mean([p[min(max(j, 0), d - 1), c] for j in range(z - h, z + h + 1)])
+        np.testing.assert_allclose(smooth_z(p, windows), want, rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(smooth_z(p, (1, 1, 1)), p)
+    with pytest.raises(ValueError, match="odd integer"):
+        smooth_z(p, (1, 2, 1))
+
+
+def test_gate_z_window_hand_checked():
+    """Gate 0.5 on a 5-slice volume, per-slice positive-pixel counts checked by hand.
+    large bowel: organ on every slice, the classifier misses slice 2. No window: slice 2 is cut; a 3-slice
+    window reads (255 + 0 + 255) / 3 = 170 >= 127.5 there and keeps it.
+    small bowel: one false-positive pixel on slice 3 that the classifier alone confirms. No window: kept;
+    window 3: (0 + 255 + 0) / 3 = 85 < 127.5, cut.
+    stomach: organ and classifier on slice 0 only. Window 3 repeats the end slice: (255 + 255 + 0) / 3 = 170,
+    kept (zero padding would give 85 and cut it)."""
+    pix = np.zeros((5, C, 4, 4), np.uint8)
+    cls = np.zeros((5, C), np.uint8)
+    pix[:, 0, 1:3, 1:3] = 255
+    cls[:, 0] = [255, 255, 0, 255, 255]
+    pix[3, 1, 0, 0] = 255
+    cls[3, 1] = 255
+    pix[0, 2, 2, 2] = 255
+    cls[0, 2] = 255
+    pixel = {"exp": "p", "kind": "pixel", "weight": 1.0}
+    clf = {"exp": "c", "kind": "classifier", "weight": 1.0}
+    got = {}
+    for window in (1, 3):
+        cfg = parse_ensemble_config({"members": [pixel, clf], "threshold": 0.5,
+                                     "gating": {"prob": 0.5, "z_window": window}})
+        assert cfg.params.cls_window == (window,) * C
+        for impl in ("numba", "numpy"):
+            _, counts = fuse_case_day(cfg, {"p": pix, "c": cls}, "case1_day1", (5, 4, 4), impl=impl)
+            got[window, impl] = counts.T.tolist()
+    for impl in ("numba", "numpy"):
+        assert got[1, impl] == [[4, 4, 0, 4, 4], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]
+        assert got[3, impl] == [[4, 4, 4, 4, 4], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
 
 
 def test_single_member_weight_one_equals_threshold():

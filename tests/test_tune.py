@@ -30,7 +30,7 @@ SEARCH = {
                 {"exp": "cls", "kind": "classifier"}],
     "weights": {"step": 0.25, "refine_step": 0.125},
     "threshold": [0.3, 0.4, 0.5, 0.6],
-    "gating": {"prob": [None, 0.3, 0.5], "min_pixels": [None, 5]},
+    "gating": {"prob": [None, 0.3, 0.5], "min_pixels": [None, 5], "z_window": [1, 3]},
     "truncation": {"tail_margin": [None, 1], "tail_prob": [0.4]},
     "min_area_2d": [None, 4, 12],
     "z_smoothing": [False, True],
@@ -93,6 +93,7 @@ def store(tmp_path_factory):
     ({"members": "auto"}, "'auto' needs the experiments"),
     ({"metric": "3d+nope"}, "metric: unknown metric name part 'nope'"),
     ({"search": {"rounds": 0}}, r"search.rounds: expected an integer >= 1"),
+    ({"gating": {"z_window": [1, 4]}}, r"gating.z_window\[1\]: expected an odd integer >= 1"),
     ({"search": {"per_class": False}, "threshold": {"large_bowel": [0.4], "small_bowel": [0.5], "stomach": [0.5]}},
      r"per_class is false, but \['thr'\] have per-class candidate lists"),
 ])
@@ -144,6 +145,7 @@ def test_search_scores_equal_the_ensemble_path(store, metric):
         cps = tuple(ClassParams(
             w_pix=(rng.choice([0.0, 0.3, 1.0]), rng.choice([0.2, 1.0])), thr=rng.choice([0.2, 0.35, 0.5, 0.7]),
             w_cls=(1.0,), gate_prob=rng.choice([None, 0.3, 0.6]), gate_min=rng.choice([None, 3, 30]),
+            cls_window=rng.choice([1, 3, 5, 21]),
             first_k=rng.choice([None, 2]), last_k=rng.choice([None, 3]), tail_prob=rng.choice([0.0, 0.3, 0.6]),
             min_area=rng.choice([None, 4, 15]), min_vol=rng.choice([None, 20, 100])) for _ in CLASSES)
         setting = (cps, GlobalParams(rng.choice([None, 0, 2]), rng.choice([4, 8]), rng.choice([False, True])))

@@ -11,6 +11,8 @@ The ensemble YAML holds every number of the submission path (it is what OOF tuni
     gating:                       # optional; needs a classifier member for `prob`
       prob: 0.5                   #   zero a class on slices whose fused classifier prob is below this
       min_pixels: 0               #   ... or whose positive-pixel count is below this
+      z_window: 1                 #   odd: the fused classifier prob is first averaged over this many
+                                  #   slices along z (centred; also what tail truncation reads); 1 = off
     truncation:                   # optional
       first_k: 0                  #   drop the first / last k slices (per class or one number)
       last_k: 0
@@ -92,7 +94,7 @@ class EnsembleConfig:
 _TOP = {"members", "threshold", "gating", "truncation", "min_area_2d", "min_volume_3d", "connectivity",
         "z_smoothing", "metric", "classes"}
 _MEMBER = {"exp", "name", "kind", "weight"}
-_GATING = {"prob", "min_pixels"}
+_GATING = {"prob", "min_pixels", "z_window"}
 _TRUNC = {"first_k", "last_k", "tail_margin", "tail_prob"}
 
 
@@ -195,6 +197,11 @@ def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
     z_smoothing = obj.get("z_smoothing", False)
     if not isinstance(z_smoothing, bool):
         raise ConfigError(f"{source}.z_smoothing: expected true/false, got {z_smoothing!r}")
+    z_window = opt(gating, "z_window", f"{source}.gating", "int")
+    if z_window is not None:
+        bad = [w for w in z_window if w < 1 or w % 2 == 0]
+        if bad:
+            raise ConfigError(f"{source}.gating.z_window: expected odd integers >= 1, got {gating['z_window']!r}")
     params = PostParams(
         threshold=_per_class(obj["threshold"], f"{source}.threshold", classes, "prob"),
         gate_prob=opt(gating, "prob", f"{source}.gating", "prob"),
@@ -207,6 +214,7 @@ def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
         min_volume_3d=opt(obj, "min_volume_3d", source, "int"),
         connectivity=connectivity,
         z_smoothing=z_smoothing,
+        cls_window=z_window,
     )
     if params.needs_classifier and "classifier" not in kinds:
         raise ConfigError(f"{source}: gating.prob / truncation.tail_margin need a member of kind 'classifier'")
@@ -243,7 +251,8 @@ def load_ensemble_config(path) -> EnsembleConfig:
 
 # ------------------------------------------------------------------------------------------- fusion
 def _fuse_stacks(cfg: EnsembleConfig, pix: np.ndarray, cls: np.ndarray | None, impl: str):
-    fused_cls = fuse_classifier(cls, cfg.weights("classifier")) if cls is not None and len(cls) else None
+    fused_cls = (fuse_classifier(cls, cfg.weights("classifier"), cfg.params.cls_window)
+                 if cls is not None and len(cls) else None)
     return postprocess(pix, cfg.weights("pixel"), cfg.params, fused_cls, impl)
 
 

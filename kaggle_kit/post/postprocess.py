@@ -1,7 +1,7 @@
 """The post-processing pipeline of one case-day: member maps -> bit-flag mask.
 
 Steps, in order: weighted fusion and per-class thresholds (one numba pass, no float map kept) ->
-classifier gating and minimum positive pixels per slice -> truncation (first/last k slices, slices beyond
+classifier gating (on the fused classifier probability, optionally averaged over a window of slices along z) and minimum positive pixels per slice -> truncation (first/last k slices, slices beyond
 the last classifier-positive slice + margin) -> removal of small 2D components -> optional removal of small
 3D components -> optional z smoothing of per-slice presence. Every number comes from :class:`PostParams`
 (built from the ensemble YAML by :mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs the numpy twins.
@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kernels as K
 
-__all__ = ["PostParams", "fuse_classifier", "postprocess"]
+__all__ = ["PostParams", "fuse_classifier", "postprocess", "smooth_z"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class PostParams:
     min_volume_3d: tuple[int, ...] | None = None
     connectivity: int = 8
     z_smoothing: bool = False
+    cls_window: tuple[int, ...] | None = None  # odd: centred mean of the fused classifier prob over z (1 = off)
 
     @property
     def n_classes(self) -> int:
@@ -50,10 +51,29 @@ def _scale(p) -> np.ndarray:
     return np.asarray(p, np.float64) * 255.0
 
 
-def fuse_classifier(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Classifier members uint8 (M, D, C), normalised weights (M, C) -> float32 (D, C) on the 0..255 scale."""
+def smooth_z(p: np.ndarray, windows) -> np.ndarray:
+    """Per-slice scores (D, C) -> their centred moving mean along z, ``windows[c]`` slices wide (odd; 1 leaves
+    the class as it is), the end slices repeated past the volume's ends. Presence is smooth in z, a
+    classifier's single-slice errors are not. Returns a new float32 array."""
+    p = np.asarray(p, np.float32)
+    out = p.copy()
+    for c, w in enumerate(windows):
+        w = int(w)
+        if w < 1 or w % 2 == 0:
+            raise ValueError(f"z window must be an odd integer >= 1, got {w}")
+        if w == 1 or not len(p):
+            continue
+        col = np.pad(p[:, c].astype(np.float64), w // 2, mode="edge")
+        out[:, c] = np.lib.stride_tricks.sliding_window_view(col, w).mean(axis=1)
+    return out
+
+
+def fuse_classifier(stack: np.ndarray, weights: np.ndarray, windows=None) -> np.ndarray:
+    """Classifier members uint8 (M, D, C), normalised weights (M, C) -> float32 (D, C) on the 0..255 scale,
+    then (``windows``: one odd int per class) averaged along z by :func:`smooth_z`."""
     m, d, c = stack.shape
-    return K.fuse_numpy(stack.reshape(m, d, c, 1, 1), weights)[:, :, 0, 0]
+    fused = K.fuse_numpy(stack.reshape(m, d, c, 1, 1), weights)[:, :, 0, 0]
+    return fused if windows is None or all(int(w) == 1 for w in windows) else smooth_z(fused, windows)
 
 
 _NUMBA = {"fuse_threshold": K.fuse_threshold, "gate": K.gate, "truncate": K.truncate,

@@ -24,9 +24,9 @@ the others fixed is exact coordinate ascent on the true metric. It is not separa
 Dice denominator), hence rounds until nothing changes.
 
 The search: coordinate ascent from the plain average at 0.5 (equal weights, every step off), stage by stage
-(weights, threshold, classifier weights, gate prob, gate min pixels, tail margin, tail prob, first k, last
-k, min area 2D, min volume 3D, connectivity, z smoothing), per class where the number is per class, for
-``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
+(weights, threshold, classifier weights, gate prob, gate min pixels, classifier z window, tail margin, tail
+prob, first k, last k, min area 2D, min volume 3D, connectivity, z smoothing), per class where the number is
+per class, for ``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
 moves ``refine_step`` of weight between pairs of members, round 3 half of it, and so on; rounds >= 2 try
 each other number's neighbours in its list only. Nested evaluation: one run per held-out
 fold (tuned on the other folds) plus the full fit, advancing in lockstep so that each stage evaluates the
@@ -136,15 +136,15 @@ class _Run:
     done: bool = False
 
 
-_STAGES = ("weights", "threshold", "classifier_weights", "gate_prob", "gate_min", "tail_margin", "tail_prob",
-           "first_k", "last_k", "min_area", "min_vol", "connectivity", "z_smoothing")
+_STAGES = ("weights", "threshold", "classifier_weights", "gate_prob", "gate_min", "cls_window", "tail_margin",
+           "tail_prob", "first_k", "last_k", "min_area", "min_vol", "connectivity", "z_smoothing")
 _GLOBAL_STAGES = ("tail_margin", "connectivity", "z_smoothing")
 _FIELDS = {"weights": "w_pix", "threshold": "thr", "classifier_weights": "w_cls"}  # stage -> ClassParams field
 STEP_GROUPS = (  # the report's step gains: (label, ClassParams fields, GlobalParams fields), cumulative
     ("plain average @0.5", (), ()),
     ("+ weights", ("w_pix",), ()),
     ("+ thresholds", ("thr",), ()),
-    ("+ gating", ("w_cls", "gate_prob", "gate_min"), ()),
+    ("+ gating", ("w_cls", "gate_prob", "gate_min", "cls_window"), ()),
     ("+ min area", ("min_area", "min_vol"), ("connectivity",)),
     ("+ truncation", ("first_k", "last_k", "tail_prob"), ("tail_margin",)),
     ("+ z-smoothing", (), ("z_smoothing",)),
@@ -207,6 +207,8 @@ class Tuner:
             return [(v, replace(cp, w_cls=v)) for v in dict.fromkeys([cp.w_cls] + vals)]
         if stage == "tail_prob" and gp.tail_margin is None:
             return []
+        if stage == "cls_window" and not (cp.gate_prob or (gp.tail_margin is not None and cp.tail_prob)):
+            return []  # no step reads the classifier for this class
         attr = {"threshold": "thr"}.get(stage, stage)
         vals = self._values(getattr(cp, attr), sp.options[attr][c], rnd)
         return [(v, replace(cp, **{attr: v})) for v in vals] if len(vals) > 1 else []

@@ -20,7 +20,8 @@ from ..utils import atomic_write_json, atomic_write_text
 __all__ = ["write_report", "write_tuned_yaml"]
 
 _STAGE_TITLES = {
-    "gate_prob": "classifier gate prob", "gate_min": "gate: min pixels", "tail_prob": "tail prob",
+    "gate_prob": "classifier gate prob", "gate_min": "gate: min pixels",
+    "cls_window": "classifier z window (slices)", "tail_prob": "tail prob",
     "first_k": "drop first k", "last_k": "drop last k", "min_area": "min area 2D (px)",
     "min_vol": "min volume 3D (vox)", "classifier_weights": "classifier weights",
 }
@@ -202,7 +203,8 @@ def _class_table(ens: dict, classes) -> list[str]:
 
     g, t = ens.get("gating", {}), ens.get("truncation", {})
     rows = [("threshold", ens["threshold"]), ("gate prob", g.get("prob")), ("gate min pixels", g.get("min_pixels")),
-            ("drop first k", t.get("first_k")), ("drop last k", t.get("last_k")), ("tail prob", t.get("tail_prob")),
+            ("classifier z window", g.get("z_window")), ("drop first k", t.get("first_k")),
+            ("drop last k", t.get("last_k")), ("tail prob", t.get("tail_prob")),
             ("min area 2D", ens.get("min_area_2d")), ("min volume 3D", ens.get("min_volume_3d"))]
     out = ["| number | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for name, v in rows:

@@ -35,6 +35,7 @@ class ClassParams:
     w_cls: tuple[float, ...] = ()
     gate_prob: float | None = None
     gate_min: int | None = None
+    cls_window: int = 1  # odd: slices of the centred z mean of the fused classifier prob (1 = off)
     first_k: int | None = None
     last_k: int | None = None
     tail_prob: float | None = None
@@ -59,7 +60,7 @@ class SearchSpace:
     """Candidate members and the candidate values of every number (per class where a dict of lists).
 
     ``options[name]``: per-class lists of candidates (tuple of C lists) for threshold, gate_prob, gate_min,
-    first_k, last_k, tail_prob, min_area, min_vol; ``globals_[name]``: lists for tail_margin, connectivity,
+    cls_window, first_k, last_k, tail_prob, min_area, min_vol; ``globals_[name]``: lists for tail_margin, connectivity,
     z_smoothing. The search starts from the plain average (equal weights, threshold 0.5, every step off);
     a value is replaced only when the best candidate scores more than ``min_gain`` higher on the training
     folds (exact ties: the earlier candidate).
@@ -102,7 +103,7 @@ def _unknown(obj: Mapping, allowed, where: str) -> None:
 
 def _value(v, where: str, kind: str):
     """One candidate. kind: thr (probability in (0, 1)), prob ([0, 1]), prob? (or null = off), int? (integer
-    >= 0 or null = off), conn (4 or 8), bool."""
+    >= 0 or null = off), odd (odd integer >= 1), conn (4 or 8), bool."""
     if v is None:
         if kind.endswith("?"):
             return None
@@ -113,6 +114,10 @@ def _value(v, where: str, kind: str):
         return v
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise SearchError(f"{where}: expected a number, got {v!r}")
+    if kind == "odd":
+        if not isinstance(v, int) or v < 1 or v % 2 == 0:
+            raise SearchError(f"{where}: expected an odd integer >= 1, got {v!r}")
+        return int(v)
     if kind in ("int?", "conn"):
         if not isinstance(v, int) or v < 0:
             raise SearchError(f"{where}: expected an integer >= 0, got {v!r}")
@@ -187,7 +192,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
 
     w = section("weights", {"step", "refine_step", "max_grid"})
     cw = section("classifier_weights", {"step"})
-    gating = section("gating", {"prob", "min_pixels"})
+    gating = section("gating", {"prob", "min_pixels", "z_window"})
     trunc = section("truncation", {"first_k", "last_k", "tail_margin", "tail_prob"})
     srch = section("search", {"rounds", "nested", "later_rounds", "held_out_steps", "min_gain", "per_class"})
     classes = CLASSES
@@ -205,6 +210,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
         "thr": pc(obj.get("threshold"), "threshold", "thr", [0.5]),
         "gate_prob": pc(gating.get("prob"), "gating.prob", "prob?", [None]),
         "gate_min": pc(gating.get("min_pixels"), "gating.min_pixels", "int?", [None]),
+        "cls_window": pc(gating.get("z_window"), "gating.z_window", "odd", [1]),
         "first_k": pc(trunc.get("first_k"), "truncation.first_k", "int?", [None]),
         "last_k": pc(trunc.get("last_k"), "truncation.last_k", "int?", [None]),
         "tail_prob": pc(trunc.get("tail_prob"), "truncation.tail_prob", "prob", [0.5]),
@@ -218,6 +224,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
     }
     if not classifier:  # gating and tail truncation need a classifier member: nothing to search
         options["gate_prob"] = ([None],) * len(classes)
+        options["cls_window"] = ([1],) * len(classes)
         globals_["tail_margin"] = [None]
     rounds = srch.get("rounds", 3)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -297,6 +304,8 @@ def setting_to_ensemble(space: SearchSpace, setting) -> dict:
         gating["prob"] = pc(cp.gate_prob or 0.0 for cp in cps)
     if any(cp.gate_min for cp in cps):
         gating["min_pixels"] = pc(cp.gate_min or 0 for cp in cps)
+    if (any(cp.gate_prob for cp in cps) or tail) and any(cp.cls_window > 1 for cp in cps):
+        gating["z_window"] = pc(cp.cls_window for cp in cps)
     if gating:
         out["gating"] = gating
     trunc = {}

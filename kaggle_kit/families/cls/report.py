@@ -29,6 +29,7 @@ __all__ = [
     "plot_pr_curves",
     "pr_curve",
     "report_exp",
+    "z_window_auc",
     "write_report",
 ]
 
@@ -194,21 +195,43 @@ def oof_truth_and_probs(cache, pred_root, exp: str, case_days=None):
     return np.concatenate(ts), np.concatenate(ps), cds, np.concatenate(rs)
 
 
+def z_window_auc(truth: np.ndarray, probs: np.ndarray, depths, windows=(3, 5, 7), classes=CLASSES) -> dict:
+    """Per-class ROC-AUC of the probabilities after the centred z mean that the ensemble's ``gating.z_window``
+    applies (:func:`kaggle_kit.post.postprocess.smooth_z`), each case-day on its own. ``depths``: slices per
+    case-day, in the order of the rows. Returns {window: {class: auc}}; the tuner picks the window on OOF."""
+    from ...post.postprocess import smooth_z
+
+    bounds = np.r_[0, np.cumsum(depths)]
+    if bounds[-1] != len(probs):
+        raise ValueError(f"case-day depths sum to {bounds[-1]}, but there are {len(probs)} rows")
+    out = {}
+    for w in windows:
+        sm = np.concatenate([smooth_z(probs[a:b], (w,) * probs.shape[1]) for a, b in zip(bounds[:-1], bounds[1:])])
+        out[str(w)] = {c: float(class_report(truth[:, i], sm[:, i])["auc"]) for i, c in enumerate(classes)}
+    return out
+
+
 def report_exp(cache_dir, pred_root, exp: str, threshold: float = 0.5, out_dir=None, quiet: bool = False) -> dict:
     """Report of a classifier experiment's OOF maps (``cls`` or a ``<seg exp>_aux`` head)."""
     from ...data.cache import Cache
 
-    truth, probs, cds, in_range = oof_truth_and_probs(Cache(cache_dir), pred_root, exp)
+    cache = Cache(cache_dir)
+    truth, probs, cds, in_range = oof_truth_and_probs(cache, pred_root, exp)
     out_dir = Path(out_dir) if out_dir else Path(pred_root) / exp / "oof" / "report"
     # Diagnostic: outside the annotated range organs may be visible but unlabelled (truncated annotation), so
     # the same metrics restricted to slices inside it show how much of the error is label noise there.
     inside = classification_report(truth[in_range], probs[in_range], threshold) if in_range.any() else None
+    z_auc = z_window_auc(truth, probs, cache.index("train").groupby("case_day").size()[cds].to_numpy())
     rep = write_report(truth, probs, out_dir, threshold, name=f"{exp} OOF",
-                       extra={"exp": exp, "case_days": len(cds), "in_annotated_range": inside})
+                       extra={"exp": exp, "case_days": len(cds), "in_annotated_range": inside,
+                              "z_window_auc": z_auc})
     if not quiet:
         print(format_report(rep, f"{exp} OOF ({len(cds)} case-days)"))
         if inside is not None:
             print(format_report(inside, f"{exp} OOF, slices inside the annotated range only"))
+        for w, aucs in z_auc.items():
+            print(f"AUC after a {w}-slice z mean (the ensemble's gating.z_window): "
+                  + ", ".join(f"{c} {v:.4f}" for c, v in aucs.items()))
         print(f"report: {out_dir}")
     return rep
 
