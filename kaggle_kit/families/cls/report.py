@@ -29,6 +29,7 @@ __all__ = [
     "plot_pr_curves",
     "pr_curve",
     "report_exp",
+    "smooth_per_case_day",
     "z_window_auc",
     "write_report",
 ]
@@ -104,8 +105,9 @@ def classification_report(truth: np.ndarray, probs: np.ndarray, threshold: float
 
 
 def plot_pr_curves(truth: np.ndarray, probs: np.ndarray, path, threshold: float = 0.5, classes=CLASSES,
-                   title: str = "") -> Path:
-    """One precision-recall panel per class (operating threshold marked); PNG written atomically."""
+                   title: str = "", others: dict | None = None) -> Path:
+    """One precision-recall panel per class (operating threshold marked); PNG written atomically.
+    ``others``: {label: (N, C) probs} drawn dashed in the same panels (e.g. after a z mean)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +122,11 @@ def plot_pr_curves(truth: np.ndarray, probs: np.ndarray, path, threshold: float 
             ax.step(np.r_[0.0, cur["recall"]], np.r_[1.0, cur["precision"]], where="pre")
             a = rep["at_threshold"]
             ax.plot([a["recall"]], [a["precision"]], "o", color="C3", label=f"thr {threshold:g}")
-            ax.legend(loc="lower left")
+            for j, (label, q) in enumerate((others or {}).items()):
+                cur = pr_curve(y, q[:, i])
+                ax.step(np.r_[0.0, cur["recall"]], np.r_[1.0, cur["precision"]], where="pre", ls="--", lw=1,
+                        color=f"C{j + 1}", label=f"{label} (AUC {class_report(y, q[:, i])['auc']:.4f})")
+            ax.legend(loc="lower left", fontsize=8)
         ax.set(xlim=(0, 1.01), ylim=(0, 1.01), xlabel="recall", ylabel="precision",
                title=f"{c}\nAUC {rep['auc']:.4f}  AP {rep['ap']:.4f}  (n+ {rep['positives']}/{rep['n']})")
         ax.grid(alpha=0.3)
@@ -148,13 +154,14 @@ def format_report(rep: dict, name: str = "") -> str:
 
 
 def write_report(truth: np.ndarray, probs: np.ndarray, out_dir, threshold: float = 0.5, name: str = "",
-                 extra: dict | None = None) -> dict:
-    """Write ``report.json`` and ``pr_curves.png`` into ``out_dir``; returns the report dict."""
+                 extra: dict | None = None, others: dict | None = None) -> dict:
+    """Write ``report.json`` and ``pr_curves.png`` into ``out_dir`` (``others``: extra dashed curves, see
+    :func:`plot_pr_curves`); returns the report dict."""
     rep = classification_report(truth, probs, threshold)
     rep.update(extra or {})
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "report.json", _finite(rep))
-    plot_pr_curves(truth, probs, out_dir / "pr_curves.png", threshold, title=name)
+    plot_pr_curves(truth, probs, out_dir / "pr_curves.png", threshold, title=name, others=others)
     return rep
 
 
@@ -195,18 +202,24 @@ def oof_truth_and_probs(cache, pred_root, exp: str, case_days=None):
     return np.concatenate(ts), np.concatenate(ps), cds, np.concatenate(rs)
 
 
-def z_window_auc(truth: np.ndarray, probs: np.ndarray, depths, windows=(3, 5, 7), classes=CLASSES) -> dict:
-    """Per-class ROC-AUC of the probabilities after the centred z mean that the ensemble's ``gating.z_window``
-    applies (:func:`kaggle_kit.post.postprocess.smooth_z`), each case-day on its own. ``depths``: slices per
-    case-day, in the order of the rows. Returns {window: {class: auc}}; the tuner picks the window on OOF."""
+def smooth_per_case_day(probs: np.ndarray, depths, window: int) -> np.ndarray:
+    """(N, C) rows of consecutive case-days (``depths`` slices each, in row order) -> each case-day's centred
+    z mean over ``window`` slices, as the ensemble's ``gating.z_window`` applies it
+    (:func:`kaggle_kit.post.postprocess.smooth_z`)."""
     from ...post.postprocess import smooth_z
 
-    bounds = np.r_[0, np.cumsum(depths)]
+    bounds = np.r_[0, np.cumsum(depths)].astype(int)
     if bounds[-1] != len(probs):
         raise ValueError(f"case-day depths sum to {bounds[-1]}, but there are {len(probs)} rows")
+    return np.concatenate([smooth_z(probs[a:b], (window,) * probs.shape[1]) for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+def z_window_auc(truth: np.ndarray, probs: np.ndarray, depths, windows=(3, 5, 7), classes=CLASSES) -> dict:
+    """Per-class ROC-AUC after :func:`smooth_per_case_day` for each window: {window: {class: auc}}. The
+    tuner picks the ensemble's window on OOF; this shows what the classifier alone gains."""
     out = {}
     for w in windows:
-        sm = np.concatenate([smooth_z(probs[a:b], (w,) * probs.shape[1]) for a, b in zip(bounds[:-1], bounds[1:])])
+        sm = smooth_per_case_day(probs, depths, w)
         out[str(w)] = {c: float(class_report(truth[:, i], sm[:, i])["auc"]) for i, c in enumerate(classes)}
     return out
 
@@ -221,10 +234,12 @@ def report_exp(cache_dir, pred_root, exp: str, threshold: float = 0.5, out_dir=N
     # Diagnostic: outside the annotated range organs may be visible but unlabelled (truncated annotation), so
     # the same metrics restricted to slices inside it show how much of the error is label noise there.
     inside = classification_report(truth[in_range], probs[in_range], threshold) if in_range.any() else None
-    z_auc = z_window_auc(truth, probs, cache.index("train").groupby("case_day").size()[cds].to_numpy())
+    depths = cache.index("train").groupby("case_day").size()[cds].to_numpy()
+    z_auc = z_window_auc(truth, probs, depths)
     rep = write_report(truth, probs, out_dir, threshold, name=f"{exp} OOF",
                        extra={"exp": exp, "case_days": len(cds), "in_annotated_range": inside,
-                              "z_window_auc": z_auc})
+                              "z_window_auc": z_auc},
+                       others={"5-slice z mean": smooth_per_case_day(probs, depths, 5)})
     if not quiet:
         print(format_report(rep, f"{exp} OOF ({len(cds)} case-days)"))
         if inside is not None:
