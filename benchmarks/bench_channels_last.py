@@ -1,4 +1,4 @@
-"""NCHW vs NHWC (channels_last) training steps of the 2D configs' nets on this machine, side by side.
+"""NCHW vs NHWC (channels_last) training steps and inference of the 2D configs' nets, side by side.
 
     python benchmarks/bench_channels_last.py                       # the tiny CPU configs
     python benchmarks/bench_channels_last.py --configs configs/seg25d/tiny_cpu.yaml --steps 20
@@ -7,7 +7,14 @@ For each config: the family's own builder, the config's batch size and canvas, A
 backward, update) timed after warm-up, alternating the two memory formats round by round so that machine
 load hits both alike. Prints seconds per step and the NCHW / NHWC ratio (> 1: channels_last is faster),
 plus the largest difference between the two formats' outputs on the same weights (a layout change, not a
-different model).
+different model). Then the same for eval-mode inference (``torch.inference_mode``) at the config's predict
+batch size, as the predictors run it.
+
+    python benchmarks/bench_channels_last.py --configs --predict demo_out/work_dirs/seg25d/seg25d_tiny_cpu/fold0/best.pth \
+        --cache demo_out/cache --case-days 4
+
+``--predict CKPT --cache CACHE``: the real predictor of that checkpoint (cls or 2.5D), data pipeline and
+paste-back included, over the first ``--case-days`` train case-days, NCHW and NHWC alternating.
 """
 from __future__ import annotations
 
@@ -81,7 +88,58 @@ def bench(path: str, steps: int, rounds: int) -> dict:
     res = {"config": path, "batch": list(x.shape), "nchw_s_per_step": round(times["nchw"] / n, 4),
            "nhwc_s_per_step": round(times["nhwc"] / n, 4), "ratio_nchw_over_nhwc": round(times["nchw"] / times["nhwc"], 3),
            "eval_max_abs_diff": max_diff}
+    # inference at the predict batch size, eval mode
+    xb = torch.randn(int(cfg["predict"]["batch_size"]), cfg["data"]["k"], *cfg["data"]["size"])
+    xin = {"nchw": xb, "nhwc": xb.contiguous(memory_format=torch.channels_last)}
+
+    def infer(fmt):
+        with torch.inference_mode():
+            nets[fmt](xin[fmt])
+
+    for fmt in nets:
+        nets[fmt].eval()
+        infer(fmt)
+    itimes = {"nchw": 0.0, "nhwc": 0.0}
+    for _ in range(rounds):
+        for fmt in nets:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                infer(fmt)
+            itimes[fmt] += time.perf_counter() - t0
+    res.update({"infer_batch": list(xb.shape), "nchw_s_per_batch": round(itimes["nchw"] / n, 4),
+                "nhwc_s_per_batch": round(itimes["nhwc"] / n, 4),
+                "infer_ratio_nchw_over_nhwc": round(itimes["nchw"] / itimes["nhwc"], 3)})
     return res
+
+
+def bench_predictor(ckpt: str, cache_dir: str, n_cd: int, rounds: int) -> dict:
+    import numpy as np
+
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+
+    _, meta = load_inference_checkpoint(ckpt)
+    if meta.get("task") == "cls":
+        from kaggle_kit.families.cls.predict import ClsPredictor as P
+    else:
+        from kaggle_kit.families.seg25d.predict import Predictor25D as P
+    cache = Cache(cache_dir)
+    cds = cache.case_days("train")[:n_cd]
+    preds = {"nchw": P(ckpt, device="cpu", channels_last=False), "nhwc": P(ckpt, device="cpu")}
+    outs = {fmt: [p(cache, "train", cd) for cd in cds] for fmt, p in preds.items()}  # warm-up + outputs
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(outs["nchw"], outs["nhwc"]))
+    t = {"nchw": 0.0, "nhwc": 0.0}
+    for _ in range(rounds):
+        for fmt, p in preds.items():
+            t0 = time.perf_counter()
+            for cd in cds:
+                p(cache, "train", cd)
+            t[fmt] += time.perf_counter() - t0
+    n = rounds * len(cds)
+    return {"ckpt": ckpt, "family": meta.get("family"), "case_days": len(cds),
+            "slices": int(sum(cache.image("train", cd).shape[0] for cd in cds)),
+            "nchw_s_per_case_day": round(t["nchw"] / n, 3), "nhwc_s_per_case_day": round(t["nhwc"] / n, 3),
+            "ratio_nchw_over_nhwc": round(t["nchw"] / t["nhwc"], 3), "max_abs_diff": diff}
 
 
 def main() -> int:
@@ -89,21 +147,34 @@ def main() -> int:
     ap.add_argument("--configs", nargs="*", default=DEFAULT)
     ap.add_argument("--steps", type=int, default=5, help="steps per round and format")
     ap.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    ap.add_argument("--predict", nargs="*", default=[], help="inference checkpoints: time their real predictors")
+    ap.add_argument("--cache", default=None, help="prepared cache for --predict")
+    ap.add_argument("--case-days", type=int, default=4)
     a = ap.parse_args()
+    if a.predict and not a.cache:
+        ap.error("--predict needs --cache")
     from kaggle_kit.env import setup_offline
 
     setup_offline()
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
-    print("| config | batch | NCHW s/step | NHWC s/step | ratio | max |diff| (eval) |")
-    print("|---|---|---|---|---|---|")
+    print("| config | train batch | NCHW s/step | NHWC s/step | ratio | max |diff| (eval) | infer batch | NCHW s/batch "
+          "| NHWC s/batch | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     out = []
     for c in a.configs:
         r = bench(c, a.steps, a.rounds)
         out.append(r)
         print(f"| {c} | {'x'.join(map(str, r['batch']))} | {r['nchw_s_per_step']} | {r['nhwc_s_per_step']} | "
-              f"**{r['ratio_nchw_over_nhwc']}x** | {r['eval_max_abs_diff']:.1e} |", flush=True)
+              f"**{r['ratio_nchw_over_nhwc']}x** | {r['eval_max_abs_diff']:.1e} | {'x'.join(map(str, r['infer_batch']))} "
+              f"| {r['nchw_s_per_batch']} | {r['nhwc_s_per_batch']} | **{r['infer_ratio_nchw_over_nhwc']}x** |", flush=True)
+    for ck in a.predict:
+        r = bench_predictor(ck, a.cache, a.case_days, a.rounds)
+        out.append(r)
+        print(f"predictor {r['family']} {ck}: {r['case_days']} case-days ({r['slices']} slices): NCHW "
+              f"{r['nchw_s_per_case_day']} s vs NHWC {r['nhwc_s_per_case_day']} s per case-day, "
+              f"**{r['ratio_nchw_over_nhwc']}x**; max |diff| {r['max_abs_diff']:.1e}", flush=True)
     print(json.dumps(out))
     return 0
 

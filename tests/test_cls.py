@@ -252,6 +252,12 @@ def test_train_predict_oof_report(synth_cache, tmp_path):
     probs = make_predictor(wd / "best.pth", device="cpu")(cache, "test", cd)
     assert probs.dtype == np.float32 and probs.shape == (cache.image("test", cd).shape[0], 3)
     np.testing.assert_allclose(probs, store.read("cls_tiny_cpu", "test", cd) / 255.0, atol=1 / 255)
+    # NHWC (the default) is a layout change only: the NCHW net gives the same probabilities
+    from kaggle_kit.families.cls.predict import ClsPredictor
+
+    nchw = ClsPredictor(wd / "best.pth", device="cpu", channels_last=False)
+    assert not nchw.channels_last and make_predictor(wd / "best.pth", device="cpu").channels_last
+    np.testing.assert_allclose(nchw(cache, "test", cd), probs, atol=1e-5)
 
 
 def test_report_on_any_classifier_exp(synth_cache, tmp_path):

@@ -50,6 +50,21 @@ def test_train_then_predict_oof_in_raw_geometry(synth_cache, trained_seg25d):
     assert store.read("tiny_cpu_aux", "oof", val_cds[0]).shape == (cache.image("train", val_cds[0]).shape[0], 3)
     # test maps: every test case-day, raw geometry
     assert sorted(store.case_days("tiny_cpu", "test")) == sorted(cache.case_days("test"))
+    # the predictor runs NHWC by default; NCHW gives the same maps and aux presence (a layout change only),
+    # with and without flip TTA
+    from kaggle_kit.families.seg25d.predict import Predictor25D
+
+    cd = val_cds[0]
+    for tta in ("none", "hflip"):
+        nhwc = Predictor25D(wd / "best.pth", device="cpu", tta=tta)
+        nchw = Predictor25D(wd / "best.pth", device="cpu", tta=tta, channels_last=False)
+        a, b = nhwc(cache, "train", cd), nchw(cache, "train", cd)
+        assert nhwc.channels_last and a.flags.c_contiguous and a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(nhwc.last_presence, nchw.last_presence, atol=1e-4)
+    # and the default predictor reproduces the stored OOF map of its fold (uint8)
+    np.testing.assert_allclose(Predictor25D(wd / "best.pth", device="cpu")(cache, "train", cd),
+                               store.read("tiny_cpu", "oof", cd) / 255.0, atol=1 / 255 + 1e-4)
 
 
 def test_strict_config_errors_from_cli(synth_cache, tmp_path):

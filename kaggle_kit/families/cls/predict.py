@@ -19,7 +19,7 @@ TTAS = ("none", "hflip")
 class ClsPredictor:
     """One loaded classifier. ``__call__(cache, split, case_day, boxes=None)`` -> float32 (D, C) in [0, 1]."""
 
-    def __init__(self, ckpt_path, device=None, batch_size: int = 64, tta: str = "none"):
+    def __init__(self, ckpt_path, device=None, batch_size: int = 64, tta: str = "none", channels_last: bool = True):
         import torch
 
         from ..seg25d.train import dataset_kwargs
@@ -38,7 +38,10 @@ class ClsPredictor:
         if missing or unexpected:
             raise ValueError(f"{ckpt_path}: state dict does not match the model in its meta "
                              f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+        self.channels_last = bool(channels_last)  # NHWC: faster on CPU and CUDA, same outputs up to rounding
         self.net = net.to(self.device).eval()
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.ds_kwargs = dataset_kwargs(meta["data"])
         self.batch_size = batch_size
         self.tta = tta
@@ -48,6 +51,8 @@ class ClsPredictor:
         """x: float (B, k, h, w) tensor -> (B, C) probabilities (numpy float32)."""
         import torch
 
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             p = torch.sigmoid(self.net(x).float())
             if self.tta == "hflip":
