@@ -46,6 +46,19 @@ def _loss(out):
     return sum(o.float().sigmoid().mean() for o in outs if torch.is_tensor(o))
 
 
+def alternate(fns: dict, rounds: int, reps: int) -> dict:
+    """{format: callable} -> {format: seconds}: ``rounds`` rounds, each running every callable ``reps`` times
+    in turn, so that machine load hits every format alike."""
+    times = dict.fromkeys(fns, 0.0)
+    for _ in range(rounds):
+        for fmt, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[fmt] += time.perf_counter() - t0
+    return times
+
+
 def bench(path: str, steps: int, rounds: int) -> dict:
     import torch
 
@@ -77,13 +90,7 @@ def bench(path: str, steps: int, rounds: int) -> dict:
         nets[fmt].train()
         for _ in range(2):
             step(fmt)
-    times = {"nchw": 0.0, "nhwc": 0.0}
-    for _ in range(rounds):
-        for fmt in nets:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step(fmt)
-            times[fmt] += time.perf_counter() - t0
+    times = alternate({fmt: (lambda f=fmt: step(f)) for fmt in nets}, rounds, steps)
     n = steps * rounds
     res = {"config": path, "batch": list(x.shape), "nchw_s_per_step": round(times["nchw"] / n, 4),
            "nhwc_s_per_step": round(times["nhwc"] / n, 4), "ratio_nchw_over_nhwc": round(times["nchw"] / times["nhwc"], 3),
@@ -99,13 +106,7 @@ def bench(path: str, steps: int, rounds: int) -> dict:
     for fmt in nets:
         nets[fmt].eval()
         infer(fmt)
-    itimes = {"nchw": 0.0, "nhwc": 0.0}
-    for _ in range(rounds):
-        for fmt in nets:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                infer(fmt)
-            itimes[fmt] += time.perf_counter() - t0
+    itimes = alternate({fmt: (lambda f=fmt: infer(f)) for fmt in nets}, rounds, steps)
     res.update({"infer_batch": list(xb.shape), "nchw_s_per_batch": round(itimes["nchw"] / n, 4),
                 "nhwc_s_per_batch": round(itimes["nhwc"] / n, 4),
                 "infer_ratio_nchw_over_nhwc": round(itimes["nchw"] / itimes["nhwc"], 3)})
@@ -128,13 +129,7 @@ def bench_predictor(ckpt: str, cache_dir: str, n_cd: int, rounds: int) -> dict:
     preds = {"nchw": P(ckpt, device="cpu", channels_last=False), "nhwc": P(ckpt, device="cpu")}
     outs = {fmt: [p(cache, "train", cd) for cd in cds] for fmt, p in preds.items()}  # warm-up + outputs
     diff = max(float(np.abs(a - b).max()) for a, b in zip(outs["nchw"], outs["nhwc"]))
-    t = {"nchw": 0.0, "nhwc": 0.0}
-    for _ in range(rounds):
-        for fmt, p in preds.items():
-            t0 = time.perf_counter()
-            for cd in cds:
-                p(cache, "train", cd)
-            t[fmt] += time.perf_counter() - t0
+    t = alternate({fmt: (lambda p=p: [p(cache, "train", cd) for cd in cds]) for fmt, p in preds.items()}, rounds, 1)
     n = rounds * len(cds)
     return {"ckpt": ckpt, "family": meta.get("family"), "case_days": len(cds),
             "slices": int(sum(cache.image("train", cd).shape[0] for cd in cds)),
