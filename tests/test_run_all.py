@@ -18,6 +18,7 @@ def test_run_all_one_family_small(tmp_path):
     assert last["test"] is not None and 0.0 <= last["test"] <= 1.0  # synthetic data has test_truth.csv
     # the 2.5D aux head is reported as a gating source, with a ROC-AUC per class
     assert set(last["classifier_auc"]["seg25d_tiny_cpu_aux"]) == {"large_bowel", "small_bowel", "stomach"}
+    assert set(last["classifier_auc_z5"]) == set(last["classifier_auc"])
     sub = pd.read_csv(last["submission"], dtype=str, keep_default_na=False)
     sample = pd.read_csv(work / "data" / "sample_submission.csv", dtype=str, keep_default_na=False)
     assert sub[["id", "class"]].equals(sample[["id", "class"]])

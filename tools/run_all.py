@@ -136,10 +136,12 @@ def main(argv=None) -> int:
     from kaggle_kit.families.cls.report import report_exp
 
     cls_auc: dict[str, dict] = {}
+    cls_auc_z5: dict[str, dict] = {}  # after the 5-slice z mean the ensemble's gating.z_window can apply
     for exp in store_exps(preds):
         if store.manifest(exp, "oof")["kind"] == "classifier":
             rep = report_exp(cache, preds, exp, quiet=True)
             cls_auc[exp] = {c: round(v["auc"], 4) for c, v in rep["classes"].items()}
+            cls_auc_z5[exp] = {c: round(v, 4) for c, v in rep["z_window_auc"]["5"].items()}
     det_recall: dict[str, float] = {}
     for f in sorted(Path(preds).glob("*/oof/boxes.json")):
         det_recall[f.parent.parent.name] = round(json.loads(f.read_text())["box_recall"]["recall"], 5)
@@ -224,7 +226,8 @@ def main(argv=None) -> int:
     if tuned_oof is not None:
         print(f"{'tuned ensemble (in-sample)':<32}{tuned_oof:>10.4f}")
     for e, aucs in cls_auc.items():
-        print(f"classifier {e} OOF ROC-AUC: " + ", ".join(f"{c} {v:.4f}" for c, v in aucs.items()))
+        print(f"classifier {e} OOF ROC-AUC: " + ", ".join(f"{c} {v:.4f}" for c, v in aucs.items())
+              + "; after a 5-slice z mean: " + ", ".join(f"{v:.4f}" for v in cls_auc_z5[e].values()))
     for e, r in det_recall.items():
         print(f"detector {e} OOF box recall of organ pixels: {r:.5f}")
     print(f"{'test: notebook submission':<32}{_fmt(test_score):>10}")
@@ -240,6 +243,7 @@ def main(argv=None) -> int:
     result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score, "test_from_maps": maps_score,
               "submission": str(sub) if sub.is_file() else None,
               "baselines": {"empty": base_empty, "intensity": base_int}, "classifier_auc": cls_auc,
+              "classifier_auc_z5": cls_auc_z5,
               "detector_box_recall": det_recall, "held_out": tune_summary.get("held_out_mean"),
               "held_out_plain_average_05": tune_summary.get("plain_average_05_folds_mean"),
               "held_out_single_members": tune_summary.get("single_members_folds_mean"),
