@@ -77,6 +77,9 @@ def test_map_head_train_and_eval_outputs(backbone, k=5):
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
     y = net.eval()(x)
     assert y.shape == (2, 3) and torch.isfinite(y).all()
+    with torch.no_grad():  # channels_last (the predictor's default) is a layout change only
+        y_nhwc = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(y_nhwc, y.detach(), rtol=1e-4, atol=1e-4)
 
 
 def test_map_head_errors_and_local_weights(tmp_path):

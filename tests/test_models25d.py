@@ -60,6 +60,18 @@ def _train_step(model, x, aux=False):
     return seg, cls
 
 
+def _nhwc_matches(model, x):
+    """Eval outputs with the net and input in channels_last (how the predictors and the Runner run 2D nets)
+    equal the NCHW ones: a layout change, not another model."""
+    model.eval()
+    with torch.no_grad():
+        want = model(x)
+        model.to(memory_format=torch.channels_last)
+        got = model(x.contiguous(memory_format=torch.channels_last))
+    want, got = (want, got) if torch.is_tensor(want) else (want[0], got[0])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 # --- smp ---------------------------------------------------------------------------------------------------------
 ENCODERS = ["resnet18", "tu-efficientnet_b0", "tu-convnext_atto", "tu-pvt_v2_b0"]  # pvt_v2: a transformer
 SLOW = pytest.mark.slow
@@ -79,6 +91,7 @@ def test_smp_forward_backward(arch, encoder, kw):
     seg, _ = _train_step(model, torch.randn(2, 5, 64, 64))
     assert seg.shape == (2, 3, 64, 64)
     assert seg.min() < 0  # raw logits: no sigmoid inside
+    _nhwc_matches(model, torch.randn(2, 5, 64, 64))
 
 
 @pytest.mark.parametrize("arch,encoder", [("unet", "resnet18"), ("upernet", "tu-convnext_atto")])
@@ -211,6 +224,7 @@ def test_mmseg_upernet_forward_backward(backbone, k):
     seg, _ = _train_step(model, torch.randn(2, k, 64, 96))
     assert seg.shape == (2, 3, 64, 96)  # upsampled to the input size
     assert seg.min() < 0
+    _nhwc_matches(model, torch.randn(2, k, 64, 96))
 
 
 def test_mmseg_errors():
