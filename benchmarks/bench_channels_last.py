@@ -1,14 +1,15 @@
-"""NCHW vs NHWC (channels_last) training steps and inference of the 2D configs' nets, side by side.
+"""NCHW vs NHWC (channels_last; NCDHW vs NDHWC for 3D nets) training steps and inference, side by side.
 
-    python benchmarks/bench_channels_last.py                       # the tiny CPU configs
+    python benchmarks/bench_channels_last.py                       # the tiny CPU configs (cls, 2.5D, 3D)
     python benchmarks/bench_channels_last.py --configs configs/seg25d/tiny_cpu.yaml --steps 20
+    python benchmarks/bench_channels_last.py --device cuda --configs configs/seg3d/gpu_segresnet.yaml
 
-For each config: the family's own builder, the config's batch size and canvas, AdamW steps (forward,
+For each config: the family's own builder, the config's batch size and canvas (3D: patch), AdamW steps (forward,
 backward, update) timed after warm-up, alternating the two memory formats round by round so that machine
 load hits both alike. Prints seconds per step and the NCHW / NHWC ratio (> 1: channels_last is faster),
 plus the largest difference between the two formats' outputs on the same weights (a layout change, not a
 different model). Then the same for eval-mode inference (``torch.inference_mode``) at the config's predict
-batch size, as the predictors run it.
+batch size, as the predictors run it. On CUDA both run under fp16 autocast (+ GradScaler), as training does.
 
     python benchmarks/bench_channels_last.py --configs --predict demo_out/work_dirs/seg25d/seg25d_tiny_cpu/fold0/best.pth \
         --cache demo_out/cache --case-days 4
@@ -28,15 +29,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT = ["configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu.yaml"]
+DEFAULT = ["configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu.yaml", "configs/seg3d/tiny_cpu.yaml"]
 
 
-def build(cfg: dict):
+def build(cfg: dict, batch: int):
+    """The config's net and a random input batch of its training shape."""
+    import torch
+
+    if cfg["family"] == "seg3d":
+        from kaggle_kit.families.seg3d.train import build_net
+
+        return build_net(cfg["model"], cfg["data"], cfg["predict"]), torch.randn(batch, 1, *cfg["data"]["patch"])
     if cfg["family"] == "cls":
         from kaggle_kit.families.cls.train import build_net
     else:
         from kaggle_kit.families.seg25d.train import build_net
-    return build_net(cfg["model"], cfg["data"]["k"])
+    return build_net(cfg["model"], cfg["data"]["k"]), torch.randn(batch, cfg["data"]["k"], *cfg["data"]["size"])
 
 
 def _loss(out):
@@ -59,49 +67,65 @@ def alternate(fns: dict, rounds: int, reps: int) -> dict:
     return times
 
 
-def bench(path: str, steps: int, rounds: int) -> dict:
+def bench(path: str, steps: int, rounds: int, device: str = "cpu") -> dict:
+    import contextlib
+
     import torch
 
     from kaggle_kit.config import load_config
+    from kaggle_kit.engine.model import channels_last, to_channels_last
 
     cfg = load_config(ROOT / path)
     torch.manual_seed(0)
-    base = build(cfg)
-    nets, opts, xs = {}, {}, {}
-    x = torch.randn(int(cfg["train"]["batch_size"]), cfg["data"]["k"], *cfg["data"]["size"])
+    base, x = build(cfg, int(cfg["train"]["batch_size"]))
+    if cfg["family"] == "seg3d":
+        base.roi = None  # time the net on the patch itself, not the eval-mode sliding window
+    cuda = device == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda else contextlib.nullcontext
+    nets, opts, xs, scalers = {}, {}, {}, {}
     for fmt in ("nchw", "nhwc"):
-        net = copy.deepcopy(base).train()
-        xi = x.clone()
+        net = copy.deepcopy(base).to(device).train()
+        xi = x.clone().to(device)
         if fmt == "nhwc":
-            net = net.to(memory_format=torch.channels_last)
-            xi = xi.contiguous(memory_format=torch.channels_last)
+            net, xi = to_channels_last(net), channels_last(xi)
         nets[fmt], opts[fmt], xs[fmt] = net, torch.optim.AdamW(net.parameters(), lr=1e-4), xi
+        scalers[fmt] = torch.amp.GradScaler("cuda", enabled=cuda)
     with torch.no_grad():
         a, b = nets["nchw"].eval()(xs["nchw"]), nets["nhwc"].eval()(xs["nhwc"])
         a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
         max_diff = float((a.float() - b.float()).abs().max())
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
     def step(fmt):
         opts[fmt].zero_grad(set_to_none=True)
-        _loss(nets[fmt](xs[fmt])).backward()
-        opts[fmt].step()
+        with amp():
+            loss = _loss(nets[fmt](xs[fmt]))
+        scalers[fmt].scale(loss).backward()
+        scalers[fmt].step(opts[fmt])
+        scalers[fmt].update()
+        sync()
 
     for fmt in nets:
         nets[fmt].train()
-        for _ in range(2):
+        for _ in range(3 if cuda else 2):
             step(fmt)
     times = alternate({fmt: (lambda f=fmt: step(f)) for fmt in nets}, rounds, steps)
     n = steps * rounds
-    res = {"config": path, "batch": list(x.shape), "nchw_s_per_step": round(times["nchw"] / n, 4),
+    res = {"config": path, "device": device, "batch": list(x.shape), "nchw_s_per_step": round(times["nchw"] / n, 4),
            "nhwc_s_per_step": round(times["nhwc"] / n, 4), "ratio_nchw_over_nhwc": round(times["nchw"] / times["nhwc"], 3),
            "eval_max_abs_diff": max_diff}
-    # inference at the predict batch size, eval mode
-    xb = torch.randn(int(cfg["predict"]["batch_size"]), cfg["data"]["k"], *cfg["data"]["size"])
-    xin = {"nchw": xb, "nhwc": xb.contiguous(memory_format=torch.channels_last)}
+    # inference at the predict batch size (3D: the sliding-window batch), eval mode
+    pb = cfg["predict"].get("batch_size") or cfg["predict"].get("sw_batch_size") or x.shape[0]
+    xb = torch.randn(int(pb), *x.shape[1:]).to(device)
+    xin = {"nchw": xb, "nhwc": channels_last(xb)}
 
     def infer(fmt):
-        with torch.inference_mode():
+        with torch.inference_mode(), amp():
             nets[fmt](xin[fmt])
+        sync()
 
     for fmt in nets:
         nets[fmt].eval()
@@ -145,6 +169,7 @@ def main() -> int:
     ap.add_argument("--predict", nargs="*", default=[], help="inference checkpoints: time their real predictors")
     ap.add_argument("--cache", default=None, help="prepared cache for --predict")
     ap.add_argument("--case-days", type=int, default=4)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
     if a.predict and not a.cache:
         ap.error("--predict needs --cache")
@@ -153,13 +178,13 @@ def main() -> int:
     setup_offline()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {a.device}")
     print("| config | train batch | NCHW s/step | NHWC s/step | ratio | max |diff| (eval) | infer batch | NCHW s/batch "
           "| NHWC s/batch | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     out = []
     for c in a.configs:
-        r = bench(c, a.steps, a.rounds)
+        r = bench(c, a.steps, a.rounds, a.device)
         out.append(r)
         print(f"| {c} | {'x'.join(map(str, r['batch']))} | {r['nchw_s_per_step']} | {r['nhwc_s_per_step']} | "
               f"**{r['ratio_nchw_over_nhwc']}x** | {r['eval_max_abs_diff']:.1e} | {'x'.join(map(str, r['infer_batch']))} "

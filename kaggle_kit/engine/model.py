@@ -12,6 +12,9 @@ keyword arguments. Tasks:
 
 In ``predict`` mode it returns one dict per sample with sigmoid probabilities (float16, on CPU) and the
 truth, for the validation metric.
+
+``channels_last``: the net's 4D weights and 4D inputs go NHWC (``torch.channels_last``), 5D ones NDHWC
+(``torch.channels_last_3d``). A layout change only: outputs equal up to float rounding.
 """
 from __future__ import annotations
 
@@ -19,7 +22,26 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 
-__all__ = ["TaskModel"]
+__all__ = ["TaskModel", "channels_last", "to_channels_last"]
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """A 4D tensor as NHWC, a 5D one as NDHWC; others unchanged."""
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t
+
+
+def to_channels_last(net: torch.nn.Module) -> torch.nn.Module:
+    """In place: every 4D / 5D parameter and buffer of ``net`` to NHWC / NDHWC (2D and 3D nets alike, where
+    ``Module.to(memory_format=...)`` takes one format for all). Returns ``net``."""
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            if t.dim() in (4, 5):
+                t.data = channels_last(t.data)
+    return net
 
 
 class TaskModel(BaseModel):
@@ -34,11 +56,11 @@ class TaskModel(BaseModel):
         self.aux_weight = float(aux_weight)
         self.channels_last = channels_last
         if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            to_channels_last(self.net)
 
     def _net(self, inputs):
-        if self.channels_last and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            inputs = channels_last(inputs)
         out = self.net(inputs)
         if isinstance(out, (tuple, list)):
             return out[0], out[1]

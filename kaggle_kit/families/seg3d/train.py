@@ -89,7 +89,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     meta = {"family": FAMILY, "exp": exp, "fold": fold, "task": "seg", "classes": list(CLASSES),
             "model": cfg["model"], "data": cfg["data"], "fingerprint": cache.fingerprint()}
     # whole validation volumes differ in shape unless the geometry is one fixed size
-    train_cfg = dict(cfg["train"], channels_last=False)
+    train_cfg = dict(cfg["train"])  # channels_last: NDHWC for the 3D net (engine.model.to_channels_last)
     if not Geometry3D.from_cfg(cfg["data"]).fixed:
         train_cfg["val_batch_size"] = 1
     runner = build_runner(net=net, loss_fn=build_loss(cfg["loss"]), task="seg", train_ds=train_ds, val_ds=val_ds,
