@@ -1,5 +1,6 @@
 """3D family: builds, forward/backward per architecture, resampling round trips, augmentation, datasets,
 sliding-window prediction back to raw geometry, and one tiny train -> OOF run (slow)."""
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,36 @@ def test_forward_backward_any_size(arch):
     grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_channels_last_3d_is_a_layout_change(arch):
+    """train.channels_last for 3D nets: every 5D weight goes NDHWC and the training loss, its gradients and
+    the eval output equal the NCDHW ones on the same weights (TaskModel, as the Runner builds it)."""
+    from kaggle_kit.engine.model import TaskModel
+    from kaggle_kit.losses import build_loss
+
+    torch.manual_seed(0)
+    base = build_net3d(arch, filters=4, levels=3, **ARCH_KW[arch])
+    x = torch.randn(2, 1, 10, 13, 17)
+    y = (torch.rand(2, 3, 10, 13, 17) > 0.7).float()
+    loss_fn = build_loss([{"type": "bce", "weight": 1.0}])
+    out = {}
+    for cl in (False, True):
+        m = TaskModel(copy.deepcopy(base), loss_fn, task="seg", channels_last=cl)
+        if cl:
+            w5 = [p for p in m.net.parameters() if p.dim() == 5]
+            assert w5 and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in w5)
+        loss = m(x, mask=y, mode="loss")["loss_seg"]
+        loss.backward()
+        grads = [p.grad.clone() for p in m.net.parameters()]
+        with torch.no_grad():
+            ev = m.net.eval()(torch.randn(1, 1, 10, 13, 17, generator=torch.Generator().manual_seed(1)))
+        out[cl] = (loss.detach(), grads, ev)
+    torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(out[True][1], out[False][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(out[True][2], out[False][2], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
