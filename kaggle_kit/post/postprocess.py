@@ -1,10 +1,12 @@
 """The post-processing pipeline of one case-day: member maps -> bit-flag mask.
 
 Steps, in order: weighted fusion and per-class thresholds (one numba pass, no float map kept) ->
-classifier gating (on the fused classifier probability, optionally averaged over a window of slices along z) and minimum positive pixels per slice -> truncation (first/last k slices, slices beyond
-the last classifier-positive slice + margin) -> removal of small 2D components -> optional removal of small
-3D components -> optional z smoothing of per-slice presence. Every number comes from :class:`PostParams`
-(built from the ensemble YAML by :mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs the numpy twins.
+classifier gating (on the fused classifier probability, optionally averaged over a window of slices along
+z: :func:`fuse_classifier`) and minimum positive pixels per slice -> truncation (first/last k slices,
+slices beyond the last classifier-positive slice + margin) -> removal of small 2D components -> optional
+removal of small 3D components -> optional z smoothing of per-slice presence. Every number comes from
+:class:`PostParams` (built from the ensemble YAML by :mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs
+the numpy twins.
 """
 from __future__ import annotations
 
@@ -85,7 +87,8 @@ _NUMPY = {"fuse_threshold": K.fuse_threshold_numpy, "gate": K.gate_numpy, "trunc
 def postprocess(stack: np.ndarray, weights: np.ndarray, params: PostParams, cls: np.ndarray | None = None,
                 impl: str = "numba") -> tuple[np.ndarray, np.ndarray]:
     """One case-day: pixel members uint8 (M, D, C, H, W), normalised weights float32 (M, C), fused classifier
-    float32 (D, C) on the 0..255 scale (or None) -> bits uint8 (D, H, W), counts int64 (D, C)."""
+    float32 (D, C) on the 0..255 scale (or None) -> bits uint8 (D, H, W), counts int64 (D, C). ``cls`` is
+    :func:`fuse_classifier`'s output, which applies ``params.cls_window``; this function does not."""
     k = _NUMBA if impl == "numba" else _NUMPY if impl == "numpy" else None
     if k is None:
         raise ValueError(f"impl must be 'numba' or 'numpy', got {impl!r}")

@@ -43,8 +43,8 @@ __all__ = ["Evaluator", "OOFData", "class_key", "load_oof", "score_crop", "setti
            "verify_setting"]
 
 
-# canonical key of one class's pipeline: (w, thr, (w_cls, cls_window), gate_prob, gate_min, first_k, last_k, tail, conn,
-# min_area, min_vol, z_smoothing); a pipeline stage's result depends on a prefix of it
+# canonical key of one class's pipeline: (w, thr, (w_cls, cls_window), gate_prob, gate_min, first_k, last_k,
+# tail, conn, min_area, min_vol, z_smoothing); a pipeline stage's result depends on a prefix of it
 _LEVELS = (1, 2, 5, 8, 10, 11, 12)  # fuse, threshold, gate, truncate, small 2D, small 3D, z smoothing
 
 
@@ -57,7 +57,8 @@ def class_key(cp: ClassParams, gp: GlobalParams) -> tuple:
     """Canonical key of a class's pipeline: settings with identical results get the same key."""
     gate_prob = cp.gate_prob or None  # 0: the classifier is never below it
     tail = (gp.tail_margin, cp.tail_prob) if gp.tail_margin is not None and cp.tail_prob else None
-    w_cls = (_norm(cp.w_cls), int(cp.cls_window)) if (gate_prob is not None or tail is not None) and cp.w_cls else ()
+    uses_cls = (gate_prob is not None or tail is not None) and cp.w_cls
+    w_cls = (_norm(cp.w_cls), int(cp.cls_window)) if uses_cls else ()
     min_area = cp.min_area if cp.min_area and cp.min_area > 1 else None
     min_vol = cp.min_vol if cp.min_vol and cp.min_vol > 1 else None
     conn = gp.connectivity if (min_area or min_vol) else 8
@@ -265,7 +266,8 @@ class _Pass:
         key = (c, w_cls)
         if key not in cache:
             weights, window = w_cls
-            cache[key] = fuse_classifier(cd.cls[:, :, c:c + 1], np.asarray(weights, np.float32)[:, None], (window,))
+            cache[key] = fuse_classifier(cd.cls[:, :, c:c + 1], np.asarray(weights, np.float32)[:, None],
+                                         (window,))
         return cache[key]
 
     def _class(self, cd: _CaseDay, c: int, keys: list, work: dict, cls_cache: dict) -> list:

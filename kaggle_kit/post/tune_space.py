@@ -60,8 +60,8 @@ class SearchSpace:
     """Candidate members and the candidate values of every number (per class where a dict of lists).
 
     ``options[name]``: per-class lists of candidates (tuple of C lists) for threshold, gate_prob, gate_min,
-    cls_window, first_k, last_k, tail_prob, min_area, min_vol; ``globals_[name]``: lists for tail_margin, connectivity,
-    z_smoothing. The search starts from the plain average (equal weights, threshold 0.5, every step off);
+    cls_window, first_k, last_k, tail_prob, min_area, min_vol; ``globals_[name]``: lists for tail_margin,
+    connectivity, z_smoothing. The search starts from the plain average (equal weights, threshold 0.5, every step off);
     a value is replaced only when the best candidate scores more than ``min_gain`` higher on the training
     folds (exact ties: the earlier candidate).
     """

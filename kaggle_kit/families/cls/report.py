@@ -211,7 +211,8 @@ def smooth_per_case_day(probs: np.ndarray, depths, window: int) -> np.ndarray:
     bounds = np.r_[0, np.cumsum(depths)].astype(int)
     if bounds[-1] != len(probs):
         raise ValueError(f"case-day depths sum to {bounds[-1]}, but there are {len(probs)} rows")
-    return np.concatenate([smooth_z(probs[a:b], (window,) * probs.shape[1]) for a, b in zip(bounds[:-1], bounds[1:])])
+    return np.concatenate([smooth_z(probs[a:b], (window,) * probs.shape[1])
+                           for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 def z_window_auc(truth: np.ndarray, probs: np.ndarray, depths, windows=(3, 5, 7), classes=CLASSES) -> dict:
