@@ -22,26 +22,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 
-__all__ = ["TaskModel", "channels_last", "to_channels_last"]
+from .layout import channels_last, to_channels_last
 
-
-def channels_last(t: torch.Tensor) -> torch.Tensor:
-    """A 4D tensor as NHWC, a 5D one as NDHWC; others unchanged."""
-    if t.dim() == 4:
-        return t.contiguous(memory_format=torch.channels_last)
-    if t.dim() == 5:
-        return t.contiguous(memory_format=torch.channels_last_3d)
-    return t
-
-
-def to_channels_last(net: torch.nn.Module) -> torch.nn.Module:
-    """In place: every 4D / 5D parameter and buffer of ``net`` to NHWC / NDHWC (2D and 3D nets alike, where
-    ``Module.to(memory_format=...)`` takes one format for all). Returns ``net``."""
-    with torch.no_grad():
-        for t in list(net.parameters()) + list(net.buffers()):
-            if t.dim() in (4, 5):
-                t.data = channels_last(t.data)
-    return net
+__all__ = ["TaskModel"]
 
 
 class TaskModel(BaseModel):

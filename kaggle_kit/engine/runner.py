@@ -2,8 +2,7 @@
 
 Families provide the pieces (net, loss, datasets, validation metric, checkpoint meta); this module maps
 the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) on CUDA, channels_last
-(NHWC for 2D nets, NDHWC for 3D ones, on CUDA and CPU: oneDNN is faster so too,
-``benchmarks/bench_channels_last.py``), EMA,
+(NHWC for 2D nets, NDHWC for 3D ones; on CPU too, see ``benchmarks/bench_channels_last.py``), EMA,
 checkpoints every epoch (resume with ``resume=True``), TensorBoard + JSON + CSV logs, DDP when launched
 by ``torchrun`` (gloo on CPU, nccl on CUDA).
 """

@@ -41,7 +41,9 @@ class ClsPredictor:
         self.channels_last = bool(channels_last)  # NHWC: faster on CPU and CUDA, same outputs up to rounding
         self.net = net.to(self.device).eval()
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            from ...engine.layout import to_channels_last
+
+            to_channels_last(self.net)
         self.ds_kwargs = dataset_kwargs(meta["data"])
         self.batch_size = batch_size
         self.tta = tta
@@ -52,7 +54,9 @@ class ClsPredictor:
         import torch
 
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            from ...engine.layout import channels_last
+
+            x = channels_last(x)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             p = torch.sigmoid(self.net(x).float())
             if self.tta == "hflip":

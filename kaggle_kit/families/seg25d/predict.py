@@ -36,7 +36,9 @@ class Predictor25D:
         self.channels_last = bool(channels_last)
         self.net = net.to(self.device).eval()
         if self.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+            from ...engine.layout import to_channels_last
+
+            to_channels_last(self.net)
         self.ds_kwargs = dataset_kwargs(meta["data"])
         self.batch_size = batch_size
         if tta not in ("none", "hflip"):
@@ -48,10 +50,10 @@ class Predictor25D:
     def _forward(self, x):
         import torch
 
+        from ...engine.layout import channels_last
+
         def run(inp):
-            if self.channels_last:
-                inp = inp.contiguous(memory_format=torch.channels_last)
-            out = self.net(inp)
+            out = self.net(channels_last(inp) if self.channels_last else inp)
             if isinstance(out, (tuple, list)):
                 return torch.sigmoid(out[0].float()).contiguous(), torch.sigmoid(out[1].float())
             return torch.sigmoid(out.float()).contiguous(), None
