@@ -22,7 +22,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from kaggle_kit.post.metric import MetricConfig, Scorer
+from kaggle_kit.metric.scorer import MetricConfig, Scorer
 
 SHAPES = ((144, 266, 266), (144, 310, 360))
 

@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import yaml
 
-    from kaggle_kit.post.tune import load_oof, parse_search_space, tune_oof
+    from kaggle_kit.tune.search import load_oof, parse_search_space, tune_oof
 
     tmp = a.data is None
     root = Path(a.data or tempfile.mkdtemp(prefix="bench_tune_"))
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
         crop = sum(cr.truth.size for cd in data.case_days for cr in cd.crops if cr is not None)
         s = res["summary"]
         if a.report:
-            from kaggle_kit.post.tune_report import write_report, write_tuned_yaml
+            from kaggle_kit.tune.report import write_report, write_tuned_yaml
 
             write_tuned_yaml(Path(a.report) / "tuned.yaml", res["ensemble"], s, a.search, a.report)
             write_report(res, a.report, str(Path(a.report) / "tuned.yaml"), a.search, {"load_s": t_load})

@@ -5,4 +5,4 @@ Importing the package is cheap: it loads no torch, ultralytics or mmseg. Model f
 """
 __version__ = "0.1.0"
 
-from .data.raw import CLASSES  # noqa: E402,F401  (pure-python constant)
+from kaggle_kit.data.raw import CLASSES  # noqa: E402,F401  (pure-python constant)

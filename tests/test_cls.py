@@ -158,7 +158,7 @@ def _ap_reference(y, s):
 
 def test_report_maths():
     from kaggle_kit.engine.metrics import roc_auc
-    from kaggle_kit.families.cls.report import class_report, classification_report, pr_curve
+    from kaggle_kit.metric.presence import class_report, classification_report, pr_curve
 
     rng = np.random.default_rng(0)
     y = rng.random(200) < 0.3
@@ -182,7 +182,7 @@ def test_report_maths():
 
 
 def test_slice_presence_is_an_or_over_pixels():
-    from kaggle_kit.families.cls.report import slice_presence
+    from kaggle_kit.metric.presence import slice_presence
 
     m = np.zeros((3, 4, 4), np.uint8)
     m[0, 0, 0], m[0, 1, 1] = 1, 2  # large and small bowel side by side: a max over flags would drop bit 0
@@ -266,7 +266,7 @@ def test_train_predict_oof_report(synth_cache, tmp_path):
 def test_report_on_any_classifier_exp(synth_cache, tmp_path):
     """The report reads any (D, C) classifier maps in the store, e.g. the 2.5D family's aux head (<exp>_aux)."""
     from kaggle_kit.data.cache import Cache
-    from kaggle_kit.families.cls.report import main, oof_truth_and_probs, slice_presence
+    from kaggle_kit.metric.presence import main, oof_truth_and_probs, slice_presence
     from kaggle_kit.io.probmaps import ProbMapStore
 
     cache = Cache(synth_cache)
@@ -289,7 +289,7 @@ def test_report_on_any_classifier_exp(synth_cache, tmp_path):
     # the z-window AUCs against scipy's moving mean (ends repeated), case-day by case-day
     from scipy.ndimage import uniform_filter1d
 
-    from kaggle_kit.families.cls.report import class_report
+    from kaggle_kit.metric.presence import class_report
 
     depths = idx.groupby("case_day").size()[cds].to_numpy()
     parts = np.split(p, np.cumsum(depths)[:-1])

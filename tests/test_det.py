@@ -25,7 +25,8 @@ def cache(synth_cache):
 
 
 def test_truth_boxes_cover_organs(cache):
-    from kaggle_kit.families.det_yolo.boxes import box_recall, truth_boxes
+    from kaggle_kit.io.boxes import truth_boxes
+    from kaggle_kit.metric.boxes import box_recall
 
     for mode in ("organs", "body"):
         tb = truth_boxes(cache, "train", mode=mode)
@@ -89,7 +90,7 @@ def test_crop_predict_paste_back_round_trip(cache, mode):
     pasted-back mask equals the original inside the box and is 0 outside; every organ pixel is inside."""
     from kaggle_kit.data.dataset25d import SliceDataset25D, StackSpec
     from kaggle_kit.data.geometry import pad_to_multiple
-    from kaggle_kit.families.det_yolo.boxes import truth_boxes
+    from kaggle_kit.io.boxes import truth_boxes
 
     tb = truth_boxes(cache, "train")
     idx = cache.index("train")
@@ -120,7 +121,7 @@ def test_crop_predict_paste_back_round_trip(cache, mode):
 
 
 def test_load_boxes_aliases_and_checks(tmp_path):
-    from kaggle_kit.families.det_yolo.predict import load_boxes
+    from kaggle_kit.io.boxes import load_boxes
 
     with pytest.raises(FileNotFoundError, match="det_x"):
         load_boxes(tmp_path, "det_x", "oof")
@@ -160,8 +161,9 @@ def test_train_one_epoch_and_predict_boxes(synth_cache, cache, tmp_path):
 
     from kaggle_kit.engine.checkpoint import load_inference_checkpoint
     from kaggle_kit.families.det_yolo.api import family
-    from kaggle_kit.families.det_yolo.boxes import box_recall
-    from kaggle_kit.families.det_yolo.predict import DetPredictor, load_boxes, read_boxes_manifest, truth_boxes_matching
+    from kaggle_kit.metric.boxes import box_recall
+    from kaggle_kit.families.det_yolo.predict import DetPredictor
+    from kaggle_kit.io.boxes import load_boxes, read_boxes_manifest, truth_boxes_matching
 
     cfg = _tiny_cfg(synth_cache, tmp_path)
     wd = family.train(cfg, 0, "det_t")
@@ -233,7 +235,7 @@ def test_seg25d_crops_with_detector_boxes(synth_cache, cache, tmp_path):
     """The 2.5D family end to end with crop=boxes: ground-truth boxes (jittered) to train, this detector's OOF
     boxes to predict; its maps come back in raw geometry and are 0 outside the detector's boxes."""
     from kaggle_kit.families.det_yolo.api import family
-    from kaggle_kit.families.det_yolo.predict import load_boxes
+    from kaggle_kit.io.boxes import load_boxes
     from kaggle_kit.io.probmaps import ProbMapStore
 
     from .conftest import run_tool

@@ -13,7 +13,7 @@ from kaggle_kit.io import probmaps as P
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.ensemble import ConfigError, fuse_case_day, parse_ensemble_config
 from kaggle_kit.post.postprocess import PostParams, postprocess
-from kaggle_kit.submission.writer import SubmissionError, expected_rows, validate_submission
+from kaggle_kit.io.submission import SubmissionError, expected_rows, validate_submission
 
 from .conftest import ROOT, run_tool
 
@@ -198,7 +198,7 @@ def test_truth_maps_give_perfect_valid_submission(synth_root, tmp_path):
 
 @pytest.mark.parametrize("truth", ["train.csv", "cache"])
 def test_oof_split_scores_perfect_truth(synth_root, tmp_path, request, truth):
-    pytest.importorskip("kaggle_kit.post.metric")
+    pytest.importorskip("kaggle_kit.metric.scorer")
     preds = tmp_path / "preds"
     _write_truth_maps(synth_root, preds, "oof", "train.csv")
     cfg = _yaml(tmp_path / "ens.yaml", "members: [{exp: truth, kind: pixel, weight: 1}]\nthreshold: 0.5\n")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaggle_kit.post import _metric_kernels as K
-from kaggle_kit.post.metric import HD_VARIANTS, MetricConfig, Scorer, hausdorff_normalised, score_volumes
+from kaggle_kit.metric import kernels as K
+from kaggle_kit.metric.scorer import HD_VARIANTS, MetricConfig, Scorer, hausdorff_normalised, score_volumes
 
 VARIANTS = list(HD_VARIANTS)
 

@@ -217,7 +217,7 @@ MMSEG_CASES = [("resnet18", 5), ("convnext_atto", 3), pytest.param("resnet18", 3
 
 @pytest.mark.parametrize("backbone,k", MMSEG_CASES)
 def test_mmseg_upernet_forward_backward(backbone, k):
-    from kaggle_kit.families.seg25d_mmseg.model import build_mmseg_upernet
+    from kaggle_kit.families.seg25d.mmseg_upernet import build_mmseg_upernet
 
     torch.manual_seed(0)
     model = build_mmseg_upernet(backbone, in_channels=k, classes=3, channels=32)
@@ -228,7 +228,7 @@ def test_mmseg_upernet_forward_backward(backbone, k):
 
 
 def test_mmseg_errors():
-    from kaggle_kit.families.seg25d_mmseg.model import build_mmseg_upernet
+    from kaggle_kit.families.seg25d.mmseg_upernet import build_mmseg_upernet
 
     with pytest.raises(KeyError, match="options: .*resnet50.*convnext_tiny"):
         build_mmseg_upernet("convnext_tinyy")
@@ -239,7 +239,7 @@ def test_mmseg_errors():
 def test_mmseg_weights_round_trip(tmp_path):
     import timm
 
-    from kaggle_kit.families.seg25d_mmseg.model import build_mmseg_upernet, load_mmseg_weights
+    from kaggle_kit.families.seg25d.mmseg_upernet import build_mmseg_upernet, load_mmseg_weights
 
     kw = {"backbone": "convnext_atto", "in_channels": 5, "channels": 32}
     torch.manual_seed(1)

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.post.ensemble import load_ensemble_config, parse_ensemble_config
-from kaggle_kit.post.tune import (
+from kaggle_kit.tune.search import (
     ClassParams,
     Evaluator,
     GlobalParams,
@@ -118,7 +118,7 @@ def test_simplex_grid():
 
 
 def test_candidates_and_choice():
-    from kaggle_kit.post.tune import _pick, _weight_candidates, candidate_values
+    from kaggle_kit.tune.search import _pick, _weight_candidates, candidate_values
 
     assert candidate_values(0.5, [0.3, 0.4, 0.5, 0.6], full=True) == [0.5, 0.3, 0.4, 0.6]
     assert candidate_values(0.4, [0.3, 0.4, 0.5, 0.6], full=False) == [0.4, 0.3, 0.5]
@@ -205,7 +205,7 @@ def test_tune_oof_bad_input(store, tmp_path, capsys):
 
 def test_numbers_shared_across_classes(store):
     """``per_class: false``: one value of every number for all classes (fewer choices for small OOF sets)."""
-    from kaggle_kit.post.tune import tune_oof
+    from kaggle_kit.tune.search import tune_oof
 
     sp = parse_search_space({**SEARCH, "search": {"rounds": 2, "per_class": False}}, "s")
     data = load_oof(store["cache"], store["preds"], sp.pixel, sp.classifier, sp.floor_thr)

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", choices=["best", "last"], default="best")
     a = ap.parse_args(argv)
     setup_offline()
-    from kaggle_kit.submission.bundle import build_bundle
+    from kaggle_kit.deploy.bundle import build_bundle
 
     try:
         man = build_bundle(a.out, a.ensemble, a.work_root, a.preds, python_version=a.python_version,

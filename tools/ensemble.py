@@ -16,7 +16,7 @@ import sys
 from kaggle_kit.data.raw import DataError
 from kaggle_kit.io.probmaps import ProbMapError
 from kaggle_kit.post.ensemble import SPLITS, ConfigError, load_ensemble_config, run_ensemble
-from kaggle_kit.submission.writer import SubmissionError
+from kaggle_kit.io.submission import SubmissionError
 
 
 def main(argv=None) -> int:

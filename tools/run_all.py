@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         oof_scores[exp] = last_json(out)["score"]
     # Gating sources (the classifier family and the 2.5D aux heads): per-class OOF ROC-AUC; detectors: the OOF
     # box recall of organ pixels.
-    from kaggle_kit.families.cls.report import report_exp
+    from kaggle_kit.metric.presence import report_exp
 
     cls_auc: dict[str, dict] = {}
     cls_auc_z5: dict[str, dict] = {}  # after the 5-slice z mean the ensemble's gating.z_window can apply
@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     det_recall: dict[str, float] = {}
     for f in sorted(Path(preds).glob("*/oof/boxes.json")):
         det_recall[f.parent.parent.name] = round(json.loads(f.read_text())["box_recall"]["recall"], 5)
-    from kaggle_kit.baselines import empty_baseline, intensity_baseline
+    from kaggle_kit.metric.baselines import empty_baseline, intensity_baseline
     from kaggle_kit.data.dataset25d import fold_case_days
 
     c = Cache(cache)

@@ -6,7 +6,7 @@
 Prints a table per class and the worst case-days, and as its LAST line one JSON object: score, dice,
 hausdorff (mean normalised distance), metric, counts, per_class {class: dice, hausdorff, score, iou,
 precision, recall, ...} and worst_case_days. Metric names: 3d (default), 3d_directed, 2d, 3d_unit_cube,
-each optionally +empty_dice_one (see kaggle_kit.post.metric). A bad input file (missing or duplicated
+each optionally +empty_dice_one (see kaggle_kit.metric.scorer). A bad input file (missing or duplicated
 rows, ids without an image, an RLE that does not fit its slice) exits 2 with a message naming the rows.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import argparse
 import sys
 
 from kaggle_kit.data.raw import DataError
-from kaggle_kit.post.metric import METRIC_NAMES, MetricConfig
-from kaggle_kit.scoring import report_json, report_tables, score_files, write_plots
+from kaggle_kit.metric.scorer import METRIC_NAMES, MetricConfig
+from kaggle_kit.metric.files import report_json, report_tables, score_files, write_plots
 
 
 def main(argv=None) -> int:

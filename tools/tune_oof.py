@@ -24,8 +24,8 @@ from pathlib import Path
 
 from kaggle_kit.data.raw import DataError
 from kaggle_kit.io.probmaps import ProbMapError, read_manifest
-from kaggle_kit.post.tune import SearchError, load_oof, load_search_space, tune_oof
-from kaggle_kit.post.tune_report import write_report, write_tuned_yaml
+from kaggle_kit.tune.search import SearchError, load_oof, load_search_space, tune_oof
+from kaggle_kit.tune.report import write_report, write_tuned_yaml
 
 
 def _available(preds: Path) -> dict:

@@ -11,7 +11,7 @@ import json
 import sys
 
 from kaggle_kit.data.raw import DataError
-from kaggle_kit.submission.writer import SubmissionError, validate_submission
+from kaggle_kit.io.submission import SubmissionError, validate_submission
 
 
 def main(argv=None) -> int:

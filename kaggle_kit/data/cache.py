@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..utils import atomic_save_npy, atomic_write_json, atomic_write_text, progress, short_hash
-from .folds import FAULTY, make_folds
-from .raw import CLASSES, DataError, discover_split, labels_wide, load_labels
-from .volumes import load_image_volume, load_mask_volume
+from kaggle_kit.utils import atomic_save_npy, atomic_write_json, atomic_write_text, progress, short_hash
+from kaggle_kit.data.folds import FAULTY, make_folds
+from kaggle_kit.data.raw import CLASSES, DataError, discover_split, labels_wide, load_labels
+from kaggle_kit.data.volumes import load_image_volume, load_mask_volume
 
 __all__ = ["Cache", "prepare_cache", "INDEX_COLUMNS"]
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .cache import Cache
-from .folds import FAULTY, select_subset
-from .geometry import SliceGeometry
-from .raw import CLASSES
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.folds import FAULTY, select_subset
+from kaggle_kit.data.geometry import SliceGeometry
+from kaggle_kit.data.raw import CLASSES
 
 __all__ = ["StackSpec", "stack_indices", "normalise", "body_box", "SliceDataset25D", "fold_case_days"]
 

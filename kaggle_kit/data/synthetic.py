@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..utils import atomic_write_text, progress
-from .raw import CLASSES, make_id
-from .rle import rle_encode
+from kaggle_kit.utils import atomic_write_text, progress
+from kaggle_kit.data.raw import CLASSES, make_id
+from kaggle_kit.data.rle import rle_encode
 
 __all__ = ["GEOMETRIES", "make_synthetic", "render_case_day", "CaseDaySpec"]
 

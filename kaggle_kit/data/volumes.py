@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .raw import CLASSES, DataError, read_slice_png
-from .rle import rle_decode
+from kaggle_kit.data.raw import CLASSES, DataError, read_slice_png
+from kaggle_kit.data.rle import rle_decode
 
 __all__ = ["load_image_volume", "load_mask_volume", "mask_to_channels", "channels_to_mask"]
 

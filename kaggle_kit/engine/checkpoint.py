@@ -24,7 +24,7 @@ def plain(obj):
 def save_inference_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> Path:
     import torch
 
-    from ..utils import atomic_path
+    from kaggle_kit.utils import atomic_path
 
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:

@@ -9,8 +9,8 @@ from pathlib import Path
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
-from ..utils import atomic_path
-from .checkpoint import save_inference_checkpoint
+from kaggle_kit.utils import atomic_path
+from kaggle_kit.engine.checkpoint import save_inference_checkpoint
 
 __all__ = ["ExportHook", "CSVLogHook", "unwrap_net", "ema_net"]
 

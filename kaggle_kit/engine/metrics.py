@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from mmengine.evaluator import BaseMetric
 
-from ..data.raw import CLASSES
+from kaggle_kit.data.raw import CLASSES
 
 __all__ = ["SegValMetric", "ClsValMetric", "roc_auc", "scorer_metrics"]
 
@@ -37,7 +37,7 @@ class SegValMetric(BaseMetric):
             self.results.append((s["case_day"], s["z"], _bits(prob > self.threshold), _bits(s["mask"].numpy())))
 
     def compute_metrics(self, results) -> dict:
-        from ..post.metric import Scorer
+        from kaggle_kit.metric.scorer import Scorer
 
         scorer = Scorer()
         by_cd: dict[str, list] = {}

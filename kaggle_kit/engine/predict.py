@@ -2,11 +2,11 @@
 (mean over the chosen folds' models), written into the probability-map store with a manifest."""
 from __future__ import annotations
 
-from ..data.cache import Cache
-from ..data.dataset25d import fold_case_days
-from ..io.probmaps import ProbMapStore
-from ..paths import inference_checkpoint
-from ..utils import progress
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import fold_case_days
+from kaggle_kit.io.probmaps import ProbMapStore
+from kaggle_kit.paths import inference_checkpoint
+from kaggle_kit.utils import progress
 
 __all__ = ["predict_split", "available_folds"]
 
@@ -65,6 +65,6 @@ def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, wo
 
 
 def cache_classes():
-    from ..data.raw import CLASSES
+    from kaggle_kit.data.raw import CLASSES
 
     return CLASSES

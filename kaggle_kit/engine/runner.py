@@ -38,9 +38,9 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
 
-    from .checkpoint import enable_resume_loader
-    from .hooks import CSVLogHook, ExportHook
-    from .model import TaskModel
+    from kaggle_kit.engine.checkpoint import enable_resume_loader
+    from kaggle_kit.engine.hooks import CSVLogHook, ExportHook
+    from kaggle_kit.engine.model import TaskModel
 
     t = dict(TRAIN_DEFAULTS, **{k: v for k, v in train_cfg.items() if v is not None or k == "grad_clip"})
     cuda = torch.cuda.is_available()

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_path, atomic_write_json
+from kaggle_kit.utils import atomic_path, atomic_write_json
 
 __all__ = [
     "FORMAT_VERSION",

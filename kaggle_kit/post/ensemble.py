@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.raw import CLASSES, discover_split
-from ..io.probmaps import KINDS, ProbMapError, read_manifest, read_probmap, to_uint8
-from ..submission.writer import SubmissionError, attach_geometry, expected_rows, write_submission
-from ..utils import progress
-from . import kernels as K
-from .postprocess import PostParams, fuse_classifier, postprocess
+from kaggle_kit.data.raw import CLASSES, discover_split
+from kaggle_kit.io.probmaps import KINDS, ProbMapError, read_manifest, read_probmap, to_uint8
+from kaggle_kit.io.submission import SubmissionError, attach_geometry, expected_rows, write_submission
+from kaggle_kit.utils import progress
+from kaggle_kit.post import kernels as K
+from kaggle_kit.post.postprocess import PostParams, fuse_classifier, postprocess
 
 __all__ = [
     "SPLITS",
@@ -222,7 +222,7 @@ def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
 
 
 def _metric(v, where: str):
-    from .metric import MetricConfig
+    from kaggle_kit.metric.scorer import MetricConfig
 
     try:
         if v is None:
@@ -299,12 +299,12 @@ def _check_manifests(cfg: EnsembleConfig, preds_root, pred_split: str) -> dict:
 
 def _truth_source(data_root, cache):
     if cache is not None:
-        from ..data.cache import Cache
+        from kaggle_kit.data.cache import Cache
 
         c = Cache(cache)
         return lambda cd, _slices: np.asarray(c.mask("train", cd))
-    from ..data.raw import labels_wide, load_labels
-    from ..data.volumes import load_mask_volume
+    from kaggle_kit.data.raw import labels_wide, load_labels
+    from kaggle_kit.data.volumes import load_mask_volume
 
     wide = labels_wide(load_labels(Path(data_root) / "train.csv"))
     return lambda _cd, slices: load_mask_volume(slices, wide)
@@ -339,7 +339,7 @@ def run_ensemble(cfg: EnsembleConfig, data_root, split: str, out, preds_root="pr
     pix_members, cls_members = cfg.of_kind("pixel"), cfg.of_kind("classifier")
     scorer = truth = None
     if split == "oof":
-        from .metric import Scorer
+        from kaggle_kit.metric.scorer import Scorer
 
         scorer = Scorer(cfg.metric, n_classes=c)
         truth = _truth_source(data_root, cache)

@@ -599,6 +599,6 @@ def rle_encode_planes(bits: np.ndarray, n_classes: int, counts: np.ndarray | Non
 
 
 def rle_encode_planes_numpy(bits: np.ndarray, n_classes: int, counts=None) -> list[str]:
-    from ..data.rle import rle_encode
+    from kaggle_kit.data.rle import rle_encode
 
     return [rle_encode((bits[d] >> c) & 1) for d in range(bits.shape[0]) for c in range(n_classes)]

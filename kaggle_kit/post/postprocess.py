@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels as K
+from kaggle_kit.post import kernels as K
 
 __all__ = ["PostParams", "fuse_classifier", "postprocess", "smooth_z"]
 

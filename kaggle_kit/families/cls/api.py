@@ -8,16 +8,16 @@ KIND = "classifier"
 
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
-    from .train import train as _train
+    from kaggle_kit.families.cls.train import train as _train
 
     return _train(cfg, fold, exp, resume=resume)
 
 
 def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) -> dict:
     """Write (D, C) maps for ``split``; for "oof" also the report (per-class AUC, P/R, PR curves)."""
-    from ...engine.predict import predict_split
-    from ..seg25d.train import load_boxes_for
-    from .predict import ClsPredictor
+    from kaggle_kit.engine.predict import predict_split
+    from kaggle_kit.io.boxes import load_boxes_for
+    from kaggle_kit.families.cls.predict import ClsPredictor
 
     p = cfg["predict"]
     summary = predict_split(
@@ -27,7 +27,7 @@ def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) ->
         boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
     )
     if split == "oof" and report:
-        from .report import report_exp
+        from kaggle_kit.metric.presence import report_exp
 
         rep = report_exp(cfg["cache"], cfg["pred_root"], exp, threshold=p["threshold"])
         summary["macro_auc"] = rep["macro_auc"]
@@ -38,7 +38,7 @@ def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) ->
 def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 64, device=None):
     """A loaded classifier: ``pred(cache, split, case_day)`` -> float32 (D, C) presence probabilities.
     Loads with weights_only=True; ``cache`` may be any Cache look-alike (the notebook's PNG reader)."""
-    from .predict import ClsPredictor
+    from kaggle_kit.families.cls.predict import ClsPredictor
 
     return ClsPredictor(ckpt_path, device=device, batch_size=batch_size, tta=tta)
 

@@ -115,7 +115,7 @@ class PresenceLoss:
     """
 
     def __init__(self, spec):
-        from ...losses import build_loss
+        from kaggle_kit.losses import build_loss
 
         self.loss = build_loss(spec)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data.cache import Cache
-from ...data.raw import CLASSES
-from ...paths import work_dir as make_work_dir
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.pipeline25d import make_datasets
+from kaggle_kit.io.boxes import truth_boxes
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.paths import work_dir as make_work_dir
 
 __all__ = ["FAMILY", "MaskPresence", "build_net", "fold_report", "train"]
 
@@ -33,7 +35,7 @@ class MaskPresence:
 
     def presence(self, cd: str) -> np.ndarray:
         if cd not in self._pres:
-            from .report import slice_presence
+            from kaggle_kit.metric.presence import slice_presence
 
             self._pres[cd] = slice_presence(self.ds.volumes(cd)[1]).astype(np.float32)
         return self._pres[cd]
@@ -46,7 +48,7 @@ class MaskPresence:
 
 def build_net(model_cfg: dict, in_channels: int):
     """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds)."""
-    from .model import build_cls_model
+    from kaggle_kit.families.cls.model import build_cls_model
 
     m = model_cfg
     return build_cls_model(backbone=m["backbone"], in_chans=in_channels, classes=m["classes"],
@@ -56,13 +58,14 @@ def build_net(model_cfg: dict, in_channels: int):
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (best.pth / last.pth inference checkpoints, report/)."""
-    from ...engine.metrics import ClsValMetric
-    from ...engine.runner import build_runner
-    from ..seg25d.train import make_datasets
-    from .model import build_cls_loss
+    from kaggle_kit.engine.metrics import ClsValMetric
+    from kaggle_kit.engine.runner import build_runner
+    from kaggle_kit.families.cls.model import build_cls_loss
 
     cache = Cache(cfg["cache"])
-    train_ds, val_ds = make_datasets(cfg, cache, fold)
+    # crops: ground-truth boxes (jittered) at train time; the detector's own at predict time
+    train_ds, val_ds = make_datasets(cfg, cache, fold,
+                                     boxes=truth_boxes(cache, "train") if cfg["data"]["crop"] == "boxes" else None)
     train_ds, val_ds = MaskPresence(train_ds), (MaskPresence(val_ds) if val_ds is not None else None)
     if len(train_ds) == 0:
         raise ValueError(f"fold {fold}: no training slices (subset {cfg['data']['subset_train']!r})")
@@ -83,11 +86,11 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
 
 def fold_report(cfg: dict, exp: str, fold, cache: Cache | None = None, which: str = "best") -> dict:
     """Run a fold's checkpoint over its held-out case-days and write ``<work_dir>/report/``; returns it."""
-    from ...data.dataset25d import fold_case_days
-    from ...paths import inference_checkpoint
-    from ..seg25d.train import load_boxes_for
-    from .predict import ClsPredictor
-    from .report import format_report, slice_presence, write_report
+    from kaggle_kit.data.dataset25d import fold_case_days
+    from kaggle_kit.paths import inference_checkpoint
+    from kaggle_kit.io.boxes import load_boxes_for
+    from kaggle_kit.families.cls.predict import ClsPredictor
+    from kaggle_kit.metric.presence import format_report, slice_presence, write_report
 
     cache = cache or Cache(cfg["cache"])
     p = cfg["predict"]

@@ -8,14 +8,14 @@ KIND = "boxes"
 
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
-    from .train import train as _train
+    from kaggle_kit.families.det_yolo.train import train as _train
 
     return _train(cfg, fold, exp, resume=resume)
 
 
 def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
     """Write ``<pred_root>/<exp>/<split>/boxes.csv`` (+ ``boxes.json``); "oof" prints the box recall."""
-    from .predict import predict_boxes
+    from kaggle_kit.families.det_yolo.predict import predict_boxes
 
     return predict_boxes(cfg, exp, split, folds=folds)
 
@@ -24,7 +24,7 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=No
     """A loaded detector: ``pred(cache, split, case_day)`` -> DataFrame of the case-day's final boxes (z, y0, y1,
     x0, x1, score, detected), post-processed with the checkpoint's own ``predict`` settings. Loads with
     weights_only=True. ``tta`` is accepted for a uniform signature and must be "none"."""
-    from .predict import DetPredictor
+    from kaggle_kit.families.det_yolo.predict import DetPredictor
 
     if tta != "none":
         raise KeyError(f"unknown tta {tta!r} for the detector; options: ['none']")

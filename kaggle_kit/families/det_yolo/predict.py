@@ -15,71 +15,24 @@ fold model that did not see it) and ``test``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ...data.cache import Cache
-from ...data.dataset25d import body_box, fold_case_days, volume_scale
-from ...engine.checkpoint import load_inference_checkpoint
-from ...utils import atomic_write_json, atomic_write_text, progress
-from .boxes import BOX_COLUMNS, box_recall, boxes_frame, finalise_boxes
-from .dataset import letterbox, yolo_image
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import body_box, fold_case_days, volume_scale
+from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.utils import atomic_write_json, atomic_write_text, progress
+from kaggle_kit.families.det_yolo.boxes import finalise_boxes
+from kaggle_kit.io.boxes import boxes_frame, boxes_path
+from kaggle_kit.metric.boxes import box_recall
+from kaggle_kit.families.det_yolo.dataset import letterbox, yolo_image
 
-__all__ = ["DetPredictor", "boxes_path", "build_detector", "case_day_boxes", "load_boxes", "predict_boxes", "read_boxes_manifest",
-           "truth_boxes_matching"]
-
-_SPLIT_ALIAS = {"train": "oof", "oof": "oof", "test": "test"}
-
-
-def boxes_path(pred_root, exp: str, split: str) -> Path:
-    """``<pred_root>/<exp>/<split>/boxes.csv``; ``split`` "train" is read as "oof" (the 2.5D family passes
-    the cache split)."""
-    if split not in _SPLIT_ALIAS:
-        raise KeyError(f"unknown split {split!r}; options: ['oof', 'test'] ('train' = 'oof')")
-    return Path(pred_root) / exp / _SPLIT_ALIAS[split] / "boxes.csv"
-
-
-def load_boxes(pred_root, exp: str, split: str) -> pd.DataFrame:
-    """The detector's boxes of ``split``: DataFrame indexed by (case_day, z) with int y0, y1, x0, x1 (raw
-    pixels, end-exclusive, non-empty), float score and int detected (0 = fallback box)."""
-    p = boxes_path(pred_root, exp, split)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no detector boxes for experiment {exp!r}, split {_SPLIT_ALIAS[split]!r}; "
-                                f"run tools/predict.py <det config> --split {_SPLIT_ALIAS[split]}")
-    df = pd.read_csv(p)
-    missing = [c for c in ["case_day", "z", *BOX_COLUMNS] if c not in df]
-    if missing:
-        raise ValueError(f"{p}: missing columns {missing}")
-    df[BOX_COLUMNS + ["z"]] = df[BOX_COLUMNS + ["z"]].astype(np.int64)
-    bad = (df["y1"] <= df["y0"]) | (df["x1"] <= df["x0"]) | (df["y0"] < 0) | (df["x0"] < 0)
-    if bad.any():
-        raise ValueError(f"{p}: {int(bad.sum())} empty or negative box(es), e.g. {df[bad].iloc[0].to_dict()}")
-    return df.set_index(["case_day", "z"]).sort_index()
-
-
-def read_boxes_manifest(pred_root, exp: str, split: str) -> dict:
-    p = boxes_path(pred_root, exp, split).with_name("boxes.json")
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no boxes manifest")
-    return json.loads(p.read_text())
-
-
-def truth_boxes_matching(cache: Cache, split: str, pred_root, exp: str) -> pd.DataFrame:
-    """Ground-truth boxes built like detector experiment ``exp``'s predictions (its box mode, body threshold and
-    predict margin, read from its ``boxes.json``): the crops a 2.5D model should train on when it will be fed
-    that experiment's boxes. ``truth_boxes(cache, split)`` with no arguments matches the default config."""
-    from .boxes import truth_boxes
-
-    man = read_boxes_manifest(pred_root, exp, "oof")
-    d = man["data"]
-    return truth_boxes(cache, split, mode=d["mode"], margin=man["params"]["margin"], body_frac=d["body_frac"])
-
+__all__ = ["DetPredictor", "build_detector", "case_day_boxes", "predict_boxes"]
 
 def build_detector(model_cfg: dict, nc: int = 1):
     """ultralytics DetectionModel from its model dict (as stored in the checkpoint meta), random init."""
-    from ...env import setup_offline
+    from kaggle_kit.env import setup_offline
 
     setup_offline()
     from ultralytics.nn.tasks import DetectionModel
@@ -173,8 +126,8 @@ def predict_boxes(cfg: dict, exp: str, split: str, folds=None) -> dict:
     """Write ``boxes.csv`` + ``boxes.json`` for ``split`` ("oof" or "test"); returns a summary (with the box
     recall of organ pixels for "oof"). Existing rows of other case-days are kept (a per-fold run extends the
     table)."""
-    from ...engine.predict import available_folds
-    from ...paths import inference_checkpoint
+    from kaggle_kit.engine.predict import available_folds
+    from kaggle_kit.paths import inference_checkpoint
 
     cache = Cache(cfg["cache"])
     p = cfg["predict"]

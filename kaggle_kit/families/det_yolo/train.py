@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...data.cache import Cache
-from ...paths import work_dir as make_work_dir
-from .dataset import dataset_root, write_fold_lists, write_yolo_dataset
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.paths import work_dir as make_work_dir
+from kaggle_kit.families.det_yolo.dataset import dataset_root, write_fold_lists, write_yolo_dataset
 
 __all__ = ["FAMILY", "PRECISION", "export_checkpoints", "train", "ultralytics_args"]
 
@@ -62,7 +62,7 @@ def export_checkpoints(wd: Path, meta: dict) -> list[Path]:
     """
     import torch
 
-    from ...engine.checkpoint import save_inference_checkpoint
+    from kaggle_kit.engine.checkpoint import save_inference_checkpoint
 
     weights = Path(wd) / "yolo" / "weights"
     out = []
@@ -85,7 +85,7 @@ def export_checkpoints(wd: Path, meta: dict) -> list[Path]:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False) -> Path:
     """Write the YOLO dataset (once per exp), train one fold, export best.pth/last.pth; returns the work dir."""
-    from ...env import setup_offline
+    from kaggle_kit.env import setup_offline
 
     setup_offline()
     from ultralytics import YOLO

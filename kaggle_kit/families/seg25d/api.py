@@ -8,15 +8,15 @@ KIND = "pixel"
 
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
-    from .train import train as _train
+    from kaggle_kit.families.seg25d.train import train as _train
 
     return _train(cfg, fold, exp, resume=resume)
 
 
 def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> dict:
-    from ...engine.predict import predict_split
-    from .predict import Predictor25D
-    from .train import load_boxes_for
+    from kaggle_kit.engine.predict import predict_split
+    from kaggle_kit.families.seg25d.predict import Predictor25D
+    from kaggle_kit.io.boxes import load_boxes_for
 
     p = cfg["predict"]
     return predict_split(
@@ -31,7 +31,7 @@ def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> di
 def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=None):
     """A loaded model: ``pred(cache, split, case_day)`` -> float32 (D, C, H, W) in raw geometry
     (and ``pred.last_presence`` (D, C) from the aux head, if any). Loads with weights_only=True."""
-    from .predict import Predictor25D
+    from kaggle_kit.families.seg25d.predict import Predictor25D
 
     return Predictor25D(ckpt_path, device=device, batch_size=batch_size, tta=tta)
 

@@ -126,7 +126,7 @@ def _check_encoder(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Local weights. Shared with the mmseg family (kaggle_kit.families.seg25d_mmseg.model).
+# Local weights. Shared with the mmseg family (kaggle_kit.families.seg25d.mmseg_upernet).
 
 @dataclass
 class LoadReport:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data.cache import Cache
-from ...data.dataset25d import SliceDataset25D
-from ...engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import SliceDataset25D
+from kaggle_kit.engine.checkpoint import load_inference_checkpoint
 
 __all__ = ["Predictor25D", "predict_volume"]
 
@@ -21,7 +21,8 @@ class Predictor25D:
     def __init__(self, ckpt_path, device=None, batch_size: int = 32, tta: str = "none", channels_last: bool = True):
         import torch
 
-        from .train import build_net, dataset_kwargs
+        from kaggle_kit.data.pipeline25d import dataset_kwargs
+        from kaggle_kit.families.seg25d.train import build_net
 
         sd, meta = load_inference_checkpoint(ckpt_path)
         self.meta = meta
@@ -36,7 +37,7 @@ class Predictor25D:
         self.channels_last = bool(channels_last)
         self.net = net.to(self.device).eval()
         if self.channels_last:
-            from ...engine.layout import to_channels_last
+            from kaggle_kit.engine.layout import to_channels_last
 
             to_channels_last(self.net)
         self.ds_kwargs = dataset_kwargs(meta["data"])
@@ -50,7 +51,7 @@ class Predictor25D:
     def _forward(self, x):
         import torch
 
-        from ...engine.layout import channels_last
+        from kaggle_kit.engine.layout import channels_last
 
         def run(inp):
             out = self.net(channels_last(inp) if self.channels_last else inp)

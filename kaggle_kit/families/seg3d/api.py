@@ -8,14 +8,14 @@ KIND = "pixel"
 
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
-    from .train import train as _train
+    from kaggle_kit.families.seg3d.train import train as _train
 
     return _train(cfg, fold, exp, resume=resume)
 
 
 def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
-    from ...engine.predict import predict_split
-    from .predict import Predictor3D
+    from kaggle_kit.engine.predict import predict_split
+    from kaggle_kit.families.seg3d.predict import Predictor3D
 
     p = cfg["predict"]
     return predict_split(
@@ -30,7 +30,7 @@ def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
 def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 1, device=None, overlap: float = 0.5,
                    window=None):
     """A loaded 3D model for the notebook: ``pred(cache, split, case_day)`` -> float32 (D, C, H, W)."""
-    from .predict import Predictor3D
+    from kaggle_kit.families.seg3d.predict import Predictor3D
 
     return Predictor3D(ckpt_path, device=device, tta=tta, overlap=overlap, sw_batch_size=batch_size, window=window)
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...data.cache import Cache
-from ...data.dataset25d import normalise, volume_scale
-from ...data.raw import CLASSES
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import normalise, volume_scale
+from kaggle_kit.data.raw import CLASSES
 
 __all__ = [
     "RECIPES",

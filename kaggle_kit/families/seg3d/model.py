@@ -59,7 +59,7 @@ def _dynunet(in_channels, classes, filters, levels, norm, dropout, **kw):
 
 
 def _capsnet(in_channels, classes, filters, levels, norm, dropout, **kw):
-    from .capsnet import CapsNet3D
+    from kaggle_kit.families.seg3d.capsnet import CapsNet3D
 
     return CapsNet3D(in_channels=in_channels, classes=classes, atoms=filters, levels=levels, **kw)
 

@@ -12,9 +12,9 @@ import itertools
 
 import numpy as np
 
-from ...data.cache import Cache
-from ...engine.checkpoint import load_inference_checkpoint
-from .data import Geometry3D, case_day_spacing, image_to_training, to_raw
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.families.seg3d.data import Geometry3D, case_day_spacing, image_to_training, to_raw
 
 __all__ = ["TTA", "Predictor3D", "score_maps"]
 
@@ -34,7 +34,7 @@ class Predictor3D:
                  window=None):
         import torch
 
-        from .model import build_net
+        from kaggle_kit.families.seg3d.model import build_net
 
         if tta not in TTA:
             raise KeyError(f"unknown 3D tta {tta!r}; options: {sorted(TTA)}")
@@ -91,9 +91,9 @@ def score_maps(cache_dir, pred_root, exp: str, split: str = "oof", threshold: fl
     """Score stored maps ``<pred_root>/<exp>/<split>`` thresholded at ``threshold`` against the cache masks
     (train split) with the competition metric. Returns Scorer.result() (score, dice, hausdorff, per_class)
     plus ``case_days``. Works for any pixel family's maps."""
-    from ...io.probmaps import ProbMapStore
-    from ...post.metric import MetricConfig, Scorer
-    from .data import channels_to_bits
+    from kaggle_kit.io.probmaps import ProbMapStore
+    from kaggle_kit.metric.scorer import MetricConfig, Scorer
+    from kaggle_kit.families.seg3d.data import channels_to_bits
 
     cache = Cache(cache_dir)
     store = ProbMapStore(pred_root)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from mmengine.evaluator import BaseMetric
 
-from ...data.cache import Cache
-from ...data.dataset25d import fold_case_days
-from ...data.folds import FAULTY
-from ...data.raw import CLASSES
-from ...paths import work_dir as make_work_dir
-from .data import Geometry3D, VolumeDataset3D, channels_to_bits
-from .model import build_net
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import fold_case_days
+from kaggle_kit.data.folds import FAULTY
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.paths import work_dir as make_work_dir
+from kaggle_kit.families.seg3d.data import Geometry3D, VolumeDataset3D, channels_to_bits
+from kaggle_kit.families.seg3d.model import build_net
 
 __all__ = ["FAMILY", "Seg3DValMetric", "make_datasets", "train"]
 
@@ -37,8 +37,8 @@ class Seg3DValMetric(BaseMetric):
             self.results.append((s["case_day"], channels_to_bits(p), channels_to_bits(s["mask"].numpy())))
 
     def compute_metrics(self, results) -> dict:
-        from ...engine.metrics import scorer_metrics
-        from ...post.metric import Scorer
+        from kaggle_kit.engine.metrics import scorer_metrics
+        from kaggle_kit.metric.scorer import Scorer
 
         scorer = Scorer()
         for cd, p, t in results:
@@ -62,7 +62,7 @@ def make_datasets(cfg: dict, cache: Cache, fold, seed: int = 0):
 
 def _init_weights(net, path) -> None:
     """Start from an exported inference checkpoint (e.g. the 160 x 160 stage before the 224 x 224 one)."""
-    from ...engine.checkpoint import load_inference_checkpoint
+    from kaggle_kit.engine.checkpoint import load_inference_checkpoint
 
     sd, meta = load_inference_checkpoint(path)
     if meta.get("family") != FAMILY:
@@ -75,8 +75,8 @@ def _init_weights(net, path) -> None:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (with best.pth / last.pth inference checkpoints)."""
-    from ...engine.runner import build_runner
-    from ...losses import build_loss
+    from kaggle_kit.engine.runner import build_runner
+    from kaggle_kit.losses import build_loss
 
     cache = Cache(cfg["cache"])
     train_ds, val_ds = make_datasets(cfg, cache, fold, seed=int(cfg["train"].get("seed") or 0))

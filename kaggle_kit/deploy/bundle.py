@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from ..engine.checkpoint import load_inference_checkpoint
-from ..io.probmaps import ProbMapStore
-from ..paths import inference_checkpoint
-from ..utils import atomic_write_json, atomic_write_text
+from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.io.probmaps import ProbMapStore
+from kaggle_kit.paths import inference_checkpoint
+from kaggle_kit.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["RUNTIME_ROOTS", "dependency_closure", "build_bundle"]
 

@@ -4,7 +4,7 @@ operating threshold and at the best-F1 threshold, and a precision-recall curve p
 Works on any classifier map in the store, so both gating sources are evaluated the same way: this family's
 ``cls`` experiments and the 2.5D family's aux presence head (``<exp>_aux``).
 
-    python -m kaggle_kit.families.cls.report --cache CACHE --pred-root preds --exp EXP [--threshold 0.5]
+    python -m kaggle_kit.metric.presence --cache CACHE --pred-root preds --exp EXP [--threshold 0.5]
 
 writes ``<pred_root>/<exp>/oof/report/{report.json, pr_curves.png}`` and prints a summary table.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data.raw import CLASSES
-from ...engine.metrics import roc_auc
-from ...utils import atomic_path, atomic_write_json
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.engine.metrics import roc_auc
+from kaggle_kit.utils import atomic_path, atomic_write_json
 
 __all__ = [
     "class_report",
@@ -183,7 +183,7 @@ def oof_truth_and_probs(cache, pred_root, exp: str, case_days=None):
     lies between the first and last annotated slice of an annotated case-day), slices in case-day / z order.
     ``case_days`` defaults to every case-day with a map.
     """
-    from ...io.probmaps import ProbMapStore
+    from kaggle_kit.io.probmaps import ProbMapStore
 
     store = ProbMapStore(pred_root)
     idx = cache.index("train")
@@ -206,7 +206,7 @@ def smooth_per_case_day(probs: np.ndarray, depths, window: int) -> np.ndarray:
     """(N, C) rows of consecutive case-days (``depths`` slices each, in row order) -> each case-day's centred
     z mean over ``window`` slices, as the ensemble's ``gating.z_window`` applies it
     (:func:`kaggle_kit.post.postprocess.smooth_z`)."""
-    from ...post.postprocess import smooth_z
+    from kaggle_kit.post.postprocess import smooth_z
 
     bounds = np.r_[0, np.cumsum(depths)].astype(int)
     if bounds[-1] != len(probs):
@@ -227,7 +227,7 @@ def z_window_auc(truth: np.ndarray, probs: np.ndarray, depths, windows=(3, 5, 7)
 
 def report_exp(cache_dir, pred_root, exp: str, threshold: float = 0.5, out_dir=None, quiet: bool = False) -> dict:
     """Report of a classifier experiment's OOF maps (``cls`` or a ``<seg exp>_aux`` head)."""
-    from ...data.cache import Cache
+    from kaggle_kit.data.cache import Cache
 
     cache = Cache(cache_dir)
     truth, probs, cds, in_range = oof_truth_and_probs(cache, pred_root, exp)

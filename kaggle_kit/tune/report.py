@@ -1,6 +1,6 @@
 """The tuning report: markdown + PNG plots + the numbers as JSON, next to the tuned ensemble YAML.
 
-Input: the dict :func:`kaggle_kit.post.tune.tune_oof` returns. Plots (matplotlib, Agg backend):
+Input: the dict :func:`kaggle_kit.tune.search.tune_oof` returns. Plots (matplotlib, Agg backend):
 ``thresholds.png`` (score vs threshold per class), ``weights.png`` (weight sweeps per class and member),
 ``sweeps.png`` (every other per-class sweep), ``folds.png`` (per fold: in-sample vs held-out, next to the
 plain average and the best single member on the held-out fold), ``steps.png`` (the gain of each group of
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic_write_json, atomic_write_text
+from kaggle_kit.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["write_report", "write_tuned_yaml"]
 
@@ -217,7 +217,7 @@ def _class_table(ens: dict, classes) -> list[str]:
 
 def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = "", extra: dict | None = None) -> Path:
     """Write ``report.md``, the PNGs and ``tuning.json`` under ``out_dir``; returns the markdown path."""
-    from ..data.raw import CLASSES
+    from kaggle_kit.data.raw import CLASSES
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.raw import CLASSES, DataError, discover_split, parse_id
-from .data.rle import rle_parse
-from .post.metric import MetricConfig, Scorer
+from kaggle_kit.data.raw import CLASSES, DataError, discover_split, parse_id
+from kaggle_kit.data.rle import rle_parse
+from kaggle_kit.metric.scorer import MetricConfig, Scorer
 
 __all__ = [
     "RleTable",
@@ -169,7 +169,7 @@ def score_files(truth_csv, pred_csv, data_root, split: str = "train", cfg: Metri
     Returns (scorer, tables): the filled :class:`Scorer` and dict(slices=image table of the scored
     case-days, truth=RleTable, pred=RleTable) for reports and plots. Raises DataError (module docstring).
     """
-    from .utils import progress
+    from kaggle_kit.utils import progress
 
     slices = discover_split(data_root, split)
     if slices.empty:
@@ -264,7 +264,7 @@ def write_plots(scorer: Scorer, tables: dict, out_dir, worst: int = 3, slices_pe
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data.raw import read_slice_png
+    from kaggle_kit.data.raw import read_slice_png
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

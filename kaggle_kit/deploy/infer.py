@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.raw import CLASSES, discover_split
-from ..data.volumes import load_image_volume
+from kaggle_kit.data.raw import CLASSES, discover_split
+from kaggle_kit.data.volumes import load_image_volume
 
 __all__ = ["PngVolumes", "run_inference", "load_bundle_members"]
 
@@ -70,7 +70,7 @@ class LoadedMember:
 
 def load_bundle_members(bundle: Path, spec: list[dict], device=None) -> tuple[list[LoadedMember], list[str]]:
     """Load every member's predictors; returns (loaded, dropped messages). Never raises for a bad member."""
-    from ..registry import resolve
+    from kaggle_kit.registry import resolve
 
     loaded, dropped = [], []
     for m in spec:
@@ -114,11 +114,11 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
                   time_limit_h: float = KAGGLE_LIMIT_H) -> dict:
     """Write ``out_csv`` (validated) and return a summary dict (mode, case-days, dropped members, timing,
     and the debug-mode score when run on train case-days)."""
-    from ..env import setup_offline
-    from ..post.ensemble import load_ensemble_config, fuse_case_day
-    from ..post.kernels import rle_encode_planes
-    from ..submission.writer import expected_rows, rows_from_slices, validate_submission, write_submission
-    from ..utils import progress
+    from kaggle_kit.env import setup_offline
+    from kaggle_kit.post.ensemble import load_ensemble_config, fuse_case_day
+    from kaggle_kit.post.kernels import rle_encode_planes
+    from kaggle_kit.io.submission import expected_rows, rows_from_slices, validate_submission, write_submission
+    from kaggle_kit.utils import progress
 
     setup_offline()
     bundle, data_root, out_csv = Path(bundle), Path(data_root), Path(out_csv)
@@ -195,7 +195,7 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
                "members": [m.name for m in members], "submission": str(out_csv),
                "member_seconds_per_case_day": {k: round(v / max(len(case_days), 1), 3) for k, v in member_s.items()}}
     if mode == "debug":
-        from ..scoring import score_files
+        from kaggle_kit.metric.files import score_files
 
         scorer, _ = score_files(data_root / "train.csv", out_csv, data_root, "train", only_pred_case_days=True,
                                 progress_bar=False)

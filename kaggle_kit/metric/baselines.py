@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.cache import Cache
-from .data.dataset25d import volume_scale
-from .data.raw import CLASSES
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import volume_scale
+from kaggle_kit.data.raw import CLASSES
 
 __all__ = ["empty_baseline", "intensity_baseline"]
 
 
 def empty_baseline(cache: Cache, case_days, metric="default") -> dict:
-    from .post.metric import Scorer
+    from kaggle_kit.metric.scorer import Scorer
 
     s = Scorer(metric) if metric != "default" else Scorer()
     for cd in case_days:
@@ -51,7 +51,7 @@ def _fit_intensity(cache: Cache, case_days, pct=(10, 90)):
 
 
 def intensity_baseline(cache: Cache, train_case_days, eval_case_days, metric="default") -> dict:
-    from .post.metric import Scorer
+    from kaggle_kit.metric.scorer import Scorer
 
     ranges = _fit_intensity(cache, train_case_days)
     s = Scorer(metric) if metric != "default" else Scorer()

@@ -43,8 +43,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..data.raw import CLASSES
-from ._metric_kernels import INF, Scan, directed_from_scan, scan, slices_from_scan
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.metric.kernels import INF, Scan, directed_from_scan, scan, slices_from_scan
 
 __all__ = [
     "HD_VARIANTS",

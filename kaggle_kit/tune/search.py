@@ -41,8 +41,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .tune_eval import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
-from .tune_space import (
+from kaggle_kit.tune.evaluate import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
+from kaggle_kit.tune.space import (
     ClassParams,
     GlobalParams,
     SearchError,

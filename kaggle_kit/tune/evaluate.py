@@ -1,7 +1,7 @@
 """The exact evaluation engine of OOF tuning: cropped OOF data, per-case-day statistics, memoised candidates.
 
 Every candidate runs the kernels of :func:`kaggle_kit.post.postprocess.postprocess`, step by step in its
-order and with its arguments, and is scored with the :class:`~kaggle_kit.post.metric.Scorer`'s formulas
+order and with its arguments, and is scored with the :class:`~kaggle_kit.metric.scorer.Scorer`'s formulas
 (Dice rows from the metric's ``scan``, the Hausdorff term from ``directed_from_scan`` /
 ``slices_from_scan``, normalised by the full volume's shape). Sums run in the Scorer's order, so a setting's
 score here equals, bit for bit, the score of ``tools/ensemble.py --split oof`` (``verify_setting`` runs that
@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..data.raw import CLASSES
-from ..utils import progress
-from . import kernels as K
-from ._metric_kernels import INF, directed_from_scan, scan, slices_from_scan
-from .metric import MetricConfig, Scorer, _unit_cube_weights
-from .postprocess import fuse_classifier
-from .tune_space import ClassParams, GlobalParams
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.utils import progress
+from kaggle_kit.post import kernels as K
+from kaggle_kit.metric.kernels import INF, directed_from_scan, scan, slices_from_scan
+from kaggle_kit.metric.scorer import MetricConfig, Scorer, _unit_cube_weights
+from kaggle_kit.post.postprocess import fuse_classifier
+from kaggle_kit.tune.space import ClassParams, GlobalParams
 
 __all__ = ["Evaluator", "OOFData", "class_key", "load_oof", "score_crop", "setting_keys", "total_score",
            "verify_setting"]
@@ -147,8 +147,8 @@ def load_oof(cache, preds_root, pixel: list[str], classifier: list[str], floor_t
              case_days=None, workers: int = 2) -> OOFData:
     """Read the OOF maps of the members from the store and the truth from the cache, cropping as it goes
     (``workers`` threads; memory: the crops plus one case-day's maps per thread)."""
-    from ..data.cache import Cache
-    from ..io.probmaps import ProbMapError, read_manifest, read_probmap
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.io.probmaps import ProbMapError, read_manifest, read_probmap
 
     cache_obj = Cache(cache)
     index = cache_obj.index("train")
@@ -413,9 +413,9 @@ def setting_keys(setting) -> list[tuple]:
 def verify_setting(ens_obj: dict, cache, preds_root, case_days=None) -> dict:
     """Run a tuned ensemble mapping exactly as ``tools/ensemble.py --split oof`` does (``fuse_case_day`` ->
     ``Scorer`` over the cache masks, case-days in the cache's order); returns ``Scorer.result()``."""
-    from ..data.cache import Cache
-    from ..io.probmaps import read_probmap
-    from .ensemble import fuse_case_day, parse_ensemble_config
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.io.probmaps import read_probmap
+    from kaggle_kit.post.ensemble import fuse_case_day, parse_ensemble_config
 
     cfg = parse_ensemble_config(ens_obj, "<tuned>")
     cache_obj = Cache(cache)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.raw import CLASSES, DataError, discover_split
-from ..data.rle import rle_parse
-from ..utils import atomic_path
+from kaggle_kit.data.raw import CLASSES, DataError, discover_split
+from kaggle_kit.data.rle import rle_parse
+from kaggle_kit.utils import atomic_path
 
 __all__ = [
     "HEADER",

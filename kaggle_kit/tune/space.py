@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.raw import CLASSES
-from .metric import MetricConfig
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.metric.scorer import MetricConfig
 
 __all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "load_search_space", "parse_search_space",
            "setting_to_ensemble"]

@@ -1,0 +1,36 @@
+"""The 2.5D input pipeline shared by every family that reads slice stacks (2.5D segmenters, the classifier):
+the ``data`` section of a family config -> :class:`~kaggle_kit.data.dataset25d.SliceDataset25D` arguments
+and the (train, val) datasets of a fold."""
+from __future__ import annotations
+
+from kaggle_kit.data.augment import build_augment
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.dataset25d import SliceDataset25D, StackSpec, fold_case_days
+
+__all__ = ["dataset_kwargs", "make_datasets"]
+
+
+def dataset_kwargs(data_cfg: dict) -> dict:
+    """SliceDataset25D keyword arguments from the ``data`` section (shared by train and predict)."""
+    return dict(
+        stack=StackSpec(k=data_cfg["k"], stride=data_cfg["stride"], mode=data_cfg["stack_mode"],
+                        ends=data_cfg["ends"]),
+        size=tuple(data_cfg["size"]), geometry_mode=data_cfg["geometry"], norm=data_cfg["norm"],
+        crop=data_cfg["crop"],
+    )
+
+
+def make_datasets(cfg: dict, cache: Cache, fold, boxes=None):
+    """(train, val) SliceDataset25D of one fold from a family config's ``data`` section (val None for
+    ``fold="all"``). ``boxes``: the crop table when ``data.crop == "boxes"`` (at train time the ground-truth
+    boxes, :func:`kaggle_kit.io.boxes.truth_boxes`, jittered here; the detector's own at predict time)."""
+    d = cfg["data"]
+    kw = dataset_kwargs(d)
+    if d["crop"] == "boxes" and boxes is None:
+        raise ValueError("data.crop is 'boxes': pass the box table (kaggle_kit.io.boxes.truth_boxes)")
+    train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],
+                               augment=build_augment(d["augment"], d["hflip"]), ambiguous_margin=d["ambiguous_margin"],
+                               boxes=boxes, box_jitter=d["box_jitter"], **kw)
+    val_cds = fold_case_days(cache, fold, "val")
+    val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=boxes, **kw) if val_cds else None
+    return train_ds, val_ds

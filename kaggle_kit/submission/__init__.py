@@ -1,1 +1,0 @@
-"""Submission rows, validation and writing (:mod:`kaggle_kit.submission.writer`)."""
