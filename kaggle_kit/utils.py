@@ -1,28 +1,82 @@
-"""Small shared helpers: atomic writes, hashing, progress bars."""
+"""Small shared helpers: the expected-error base class, atomic writes, hashing, progress bars."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "short_hash", "progress"]
+__all__ = [
+    "UserError", "atomic_path", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "remove_stale_temps",
+    "staged_dir", "short_hash", "progress",
+]
+
+# Temporary files this process did not create and that are older than its start were left by a killed run.
+_PROCESS_START = time.time()
+
+
+class UserError(Exception):
+    """An expected error caused by the user's input (data, config, paths, arguments).
+
+    Its message says what is wrong, where (file, row, key) and what to do. Every tool prints it as one
+    ``error: ...`` line and exits 2 (``kaggle_kit.cli.run``); anything else is a bug and keeps its traceback.
+    The project's error types (DataError, ConfigError, SubmissionError, ...) derive from it.
+    """
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` sets it, which races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def remove_stale_temps(folder: str | Path, pattern: str = ".*.tmp", recursive: bool = False) -> int:
+    """Delete our own temporary files (``pattern``, default ``.<name>.<random>.tmp`` of ``atomic_path``)
+    under ``folder`` older than this process: leftovers of a killed run. Returns how many were removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        try:
+            if p.is_file() and p.stat().st_mtime < _PROCESS_START:
+                p.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
-    A crash leaves at most a ``.tmp`` file that no reader trusts, never a half-written ``path``.
+    A crash leaves at most a ``.<name>.<random>.tmp`` file that no reader trusts, never a half-written
+    ``path``; the next atomic write of the same ``path`` removes such leftovers of earlier (killed) runs.
+    The file gets the usual ``0666 & ~umask`` mode (mkstemp alone would make it 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file path to write")
+    remove_stale_temps(path.parent, f".{glob.escape(path.name)}.*.tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -44,6 +98,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | Path):
+    """Yield an empty sibling folder to build into; on success it replaces ``final`` in two renames
+    (``final`` is moved aside, the new folder moved in, the old one deleted); on failure it is deleted
+    and ``final`` is untouched. Checks on ``final`` itself are the caller's job (nothing is deleted first).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.staging"):  # left by a killed build
+        if stale.stat().st_mtime < _PROCESS_START:
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+            os.rmdir(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def short_hash(*parts, n: int = 16) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kaggle_kit.utils import UserError
+
 __all__ = [
     "CLASSES", "SliceName", "parse_slice_filename", "parse_id", "make_id", "discover_split",
     "load_labels", "labels_wide", "read_slice_png", "DataError",
@@ -26,7 +28,7 @@ _CASE_RE = re.compile(r"^case(\d+)$")
 _DAY_RE = re.compile(r"^case(\d+)_day(\d+)$")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad competition data; the message names the file, row or id."""
 
 

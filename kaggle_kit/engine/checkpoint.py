@@ -13,7 +13,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["save_inference_checkpoint", "load_inference_checkpoint", "enable_resume_loader", "plain"]
+from kaggle_kit.utils import UserError
+
+__all__ = ["CheckpointError", "save_inference_checkpoint", "load_inference_checkpoint", "enable_resume_loader", "plain"]
+
+
+class CheckpointError(UserError, ValueError):
+    """A file that is not a loadable inference checkpoint (truncated, pickled code, wrong content)."""
 
 
 def plain(obj):
@@ -42,9 +48,12 @@ def load_inference_checkpoint(path: str | Path, map_location="cpu") -> tuple[dic
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or not an inference checkpoint
-        raise ValueError(f"{path}: not a loadable inference checkpoint ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not a loadable inference checkpoint ({type(e).__name__}: {first}); "
+                              "re-export it with tools/train.py or copy it again") from None
     if not isinstance(ck, dict) or "state_dict" not in ck or "meta" not in ck:
-        raise ValueError(f"{path}: not an inference checkpoint (expected keys state_dict, meta)")
+        raise CheckpointError(f"{path}: not an inference checkpoint (expected keys state_dict, meta); "
+                              "use the best.pth / last.pth that tools/train.py exports")
     return ck["state_dict"], ck["meta"]
 
 

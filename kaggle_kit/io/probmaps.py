@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaggle_kit.utils import atomic_path, atomic_write_json
+from kaggle_kit.utils import UserError, atomic_path, atomic_write_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -70,7 +70,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _CASE_DAY_RE = re.compile(r"^case\d+_day\d+$")
 
 
-class ProbMapError(ValueError):
+class ProbMapError(UserError, ValueError):
     """A probability map that is missing, malformed or does not fit; the message names the file/case-day."""
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from kaggle_kit.data.raw import CLASSES, DataError, discover_split
 from kaggle_kit.data.rle import rle_parse
-from kaggle_kit.utils import atomic_path
+from kaggle_kit.utils import UserError, atomic_path
 
 __all__ = [
     "HEADER",
@@ -33,7 +33,7 @@ HEADER = ("id", "class", "predicted")
 _ROW_SOURCES = {"test": ("sample_submission.csv", "test.csv"), "train": ("train.csv",)}
 
 
-class SubmissionError(ValueError):
+class SubmissionError(UserError, ValueError):
     """A submission (or its expected rows) that does not fit; the message names the row."""
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from kaggle_kit.data.raw import CLASSES, discover_split
 from kaggle_kit.io.probmaps import KINDS, ProbMapError, read_manifest, read_probmap, to_uint8
 from kaggle_kit.io.submission import SubmissionError, attach_geometry, expected_rows, write_submission
-from kaggle_kit.utils import progress
+from kaggle_kit.utils import UserError, progress
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.postprocess import PostParams, fuse_classifier, postprocess
 
@@ -62,7 +62,7 @@ __all__ = [
 SPLITS = {"test": ("test", "test"), "oof": ("train", "oof")}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An ensemble YAML that does not validate; the message names the key."""
 
 

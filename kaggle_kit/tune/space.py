@@ -15,12 +15,13 @@ from pathlib import Path
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
+from kaggle_kit.utils import UserError
 
 __all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "load_search_space", "parse_search_space",
            "setting_to_ensemble"]
 
 
-class SearchError(ValueError):
+class SearchError(UserError, ValueError):
     """A search-space YAML that does not validate; the message names the key."""
 
 
