@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from kaggle_kit.data.cache import Cache
+from kaggle_kit.data.cache import Cache, check_folds
 from kaggle_kit.data.folds import FAULTY, select_subset
 from kaggle_kit.data.geometry import SliceGeometry
 from kaggle_kit.data.raw import CLASSES
@@ -81,7 +81,9 @@ def body_box(img: np.ndarray, margin: float = 0.05, frac: float = 0.1) -> tuple[
 
 def fold_case_days(cache: Cache, fold: int | str, part: str) -> list[str]:
     """Case-days of the train split for ``part`` = "train" (folds != fold) or "val" (fold == fold).
-    ``fold="all"``: every case-day in train, none in val."""
+    ``fold="all"``: every case-day in train, none in val. A fold that folds.csv lacks is a DataError (it
+    would otherwise train on every case with no validation)."""
+    check_folds(cache.root, [fold])
     idx = cache.index("train")
     f = cache.fold_of_case()
     folds = idx["case"].map(f)

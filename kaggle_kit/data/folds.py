@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kaggle_kit.data.raw import DataError
+
 __all__ = ["FAULTY", "FAULTY_WIDE", "make_folds", "select_subset", "SUBSETS"]
 
 # Case-days with bad labels. FAULTY is the commonly dropped pair; FAULTY_WIDE the host's wider list.
@@ -32,7 +34,8 @@ def make_folds(index: pd.DataFrame, n_folds: int = 5, seed: int = 42) -> pd.Data
     per_case.insert(0, "n_slices", index.groupby("case").size())
     cases = per_case.index.to_numpy()
     if len(cases) < n_folds:
-        raise ValueError(f"{len(cases)} cases cannot fill {n_folds} folds (need at least one case per fold)")
+        raise DataError(f"{len(cases)} cases cannot fill {n_folds} folds (need at least one case per fold); "
+                        "pass a smaller --folds")
     feats = per_case.to_numpy(np.float64)
     scale = feats.sum(0)
     scale[scale == 0] = 1.0

@@ -16,7 +16,7 @@ from kaggle_kit.utils import UserError
 
 __all__ = [
     "CLASSES", "SliceName", "parse_slice_filename", "parse_id", "make_id", "discover_split",
-    "load_labels", "labels_wide", "read_slice_png", "DataError",
+    "load_labels", "labels_wide", "read_slice_png", "DataError", "check_data_root",
 ]
 
 # train.csv order of classes per slice; bit i of a cached mask is CLASSES[i].
@@ -68,15 +68,33 @@ def parse_id(id_: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
+_ROOT_MARKERS = ("train", "test", "train.csv", "test.csv", "sample_submission.csv")
+
+
+def check_data_root(root: str | Path) -> Path:
+    """``root`` as a Path; DataError when it is not a competition folder (missing, a file, or none of
+    train/, test/, train.csv, test.csv, sample_submission.csv in it): a typo must not read as "no test data"."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: data root not found; pass the competition folder (with train/, test/, train.csv)")
+    if not root.is_dir():
+        raise DataError(f"{root}: data root is a file, not a folder; pass the competition folder")
+    if not any((root / m).exists() for m in _ROOT_MARKERS):
+        raise DataError(f"{root}: not a competition folder (none of {', '.join(_ROOT_MARKERS)} in it); "
+                        "pass the folder that holds them")
+    return root
+
+
 def discover_split(root: str | Path, split: str = "train") -> pd.DataFrame:
     """Slice table of ``root/split``: one row per PNG, sorted by (case, day, slice).
 
     Columns: id, case, day, case_day ("caseN_dayM"), slice, z (0-based position in the case-day),
     height, width, spacing_x, spacing_y, path. An empty or missing folder gives an empty table (the
-    public notebook run has no test images). Raises DataError naming the offender for a file name that
-    does not parse, a case-day with mixed geometry, a missing slice number or a duplicated one.
+    public notebook run has no test images), but ``root`` itself must be a competition folder
+    (``check_data_root``). Raises DataError naming the offender for a file name that does not parse, a
+    case-day with mixed geometry, a missing slice number or a duplicated one.
     """
-    split_dir = Path(root) / split
+    split_dir = check_data_root(root) / split
     cols = ["id", "case", "day", "case_day", "slice", "z", "height", "width", "spacing_x", "spacing_y", "path"]
     if not split_dir.is_dir():
         return pd.DataFrame(columns=cols)
@@ -119,7 +137,14 @@ def load_labels(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (0 bytes or no header); expected the header id,class,segmentation "
+                        "and one row per (slice, class)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV ({' '.join(str(e).split())[:200]}); expected "
+                        "id,class,segmentation") from None
     missing = {"id", "class", "segmentation"} - set(df.columns)
     if missing:
         raise DataError(f"{path}: missing column(s) {sorted(missing)}; expected id,class,segmentation")

@@ -23,10 +23,11 @@ def load_image_volume(slices: pd.DataFrame) -> np.ndarray:
     return vol
 
 
-def load_mask_volume(slices: pd.DataFrame, wide: pd.DataFrame | None) -> np.ndarray:
+def load_mask_volume(slices: pd.DataFrame, wide: pd.DataFrame | None, labels_file=None) -> np.ndarray:
     """Bit-flag mask uint8 (D, H, W) of one case-day from wide labels (``labels_wide``; None -> empty).
 
-    Every slice must have a label row (an unlabelled slice in a labelled split is an error naming its id).
+    Every slice must have a label row (an unlabelled slice in a labelled split is an error naming its id,
+    its image and ``labels_file``, the CSV ``wide`` came from).
     """
     slices = slices.sort_values("slice")
     h, w = int(slices["height"].iloc[0]), int(slices["width"].iloc[0])
@@ -35,7 +36,10 @@ def load_mask_volume(slices: pd.DataFrame, wide: pd.DataFrame | None) -> np.ndar
         return mask
     for z, id_ in enumerate(slices["id"]):
         if id_ not in wide.index:
-            raise DataError(f"{id_}: image has no rows in the label file")
+            src = labels_file or "the label file"
+            img = f" (image {slices['path'].iloc[z]})" if "path" in slices else ""
+            raise DataError(f"{src}: no rows for id {id_}{img}; every image of a "
+                            "labelled split needs its three rows (empty segmentation = organ absent)")
         row = wide.loc[id_]
         for bit, cls in enumerate(CLASSES):
             rle = row[cls]
@@ -43,7 +47,7 @@ def load_mask_volume(slices: pd.DataFrame, wide: pd.DataFrame | None) -> np.ndar
                 try:
                     m = rle_decode(rle, (h, w))
                 except ValueError as e:
-                    raise DataError(f"{id_} {cls}: {e} (image {h}x{w})") from None
+                    raise DataError(f"{labels_file or 'labels'}: {id_} {cls}: {e} (image {h}x{w})") from None
                 mask[z] |= m << bit
     return mask
 
