@@ -29,6 +29,10 @@ Variants (``MetricConfig.from_name``; combine a Hausdorff variant with modifiers
 - ``3d_unit_cube``: coordinates scaled to [0, 1] per axis (z / (D - 1), y / (H - 1), x / (W - 1); an axis
   of length 1 has a single coordinate), symmetric distance divided by sqrt(3).
 - ``empty_dice_one`` (modifier): a (slice, class) row with both masks empty counts as Dice 1.
+- ``mlebench``: MLE-bench's grader (:mod:`kaggle_kit.metric.mlebench`): the same Dice rows; one Hausdorff
+  term per case-day on the three classes ORed, in the grader's column-major view of the slices, unit cube
+  by (D, H, W) then / sqrt(3), identical 0, one empty 1, > 10x predicted voxels 1, both empty skipped;
+  ``hd`` is the mean over case-days and per-class Hausdorff values are NaN (there are none).
 
 The Hausdorff distance is exact, not sampled: squared distances are integers (the unit-cube variant uses
 integer per-axis weights), computed only at the voxels of one set outside the other (see
@@ -45,6 +49,7 @@ import numpy as np
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.kernels import INF, Scan, directed_from_scan, scan, slices_from_scan
+from kaggle_kit.metric.mlebench import case_day_hd
 
 __all__ = [
     "HD_VARIANTS",
@@ -55,8 +60,9 @@ __all__ = [
     "score_volumes",
 ]
 
-HD_VARIANTS = ("3d", "3d_directed", "2d", "3d_unit_cube")
-_ALIASES = {"default": "3d", "directed": "3d_directed", "unit_cube": "3d_unit_cube"}
+HD_VARIANTS = ("3d", "3d_directed", "2d", "3d_unit_cube", "mlebench")
+_ALIASES = {"default": "3d", "directed": "3d_directed", "unit_cube": "3d_unit_cube", "mle-bench": "mlebench",
+            "mle_bench": "mlebench"}
 _MODIFIERS = ("empty_dice_one",)
 METRIC_NAMES = HD_VARIANTS + tuple(_ALIASES) + _MODIFIERS
 
@@ -132,6 +138,8 @@ def _class_hd(sc: Scan, pred, truth, c: int, variant: str, work: dict) -> tuple[
     sc: the scan of (pred, truth), uint8 (D, H, W) bit flags. 3D variants give (value, 1), or (0, 0) for an
     empty truth; ``2d`` gives the sum over the slices with non-empty truth and their number.
     """
+    if variant == "mlebench":  # one term per case-day on the classes ORed (Scorer.add), none per class
+        return 0.0, 0
     d, h, w = truth.shape
     n = sc.counts.shape[1]
     n_p, n_g, n_i = sc.counts[:, c, 0], sc.counts[:, c, 1], sc.counts[:, c, 2]
@@ -188,6 +196,8 @@ def hausdorff_normalised(pred: np.ndarray, truth: np.ndarray, variant: str | Met
     if p.shape != t.shape:
         raise ValueError(f"pred {p.shape} and truth {t.shape} differ in shape")
     p8, t8 = p.view(np.uint8), t.view(np.uint8)
+    if cfg.hd_variant == "mlebench":
+        return case_day_hd(p8, t8, 1)
     s, n = _class_hd(scan(p8, t8, 1), p8, t8, 0, cfg.hd_variant, {})
     return s / n if n else float("nan")
 
@@ -228,6 +238,7 @@ class Scorer:
         self._tp = np.zeros(c, np.int64)
         self._fp = np.zeros(c, np.int64)
         self._fn = np.zeros(c, np.int64)
+        self._vol_hd = [0.0, 0]  # mlebench: sum and number of case-day Hausdorff terms
 
     def add(self, case_day: str, pred: np.ndarray, truth: np.ndarray) -> dict:
         """Score one case-day; returns its record: case_day, per-class ``dice`` and ``hd`` lists (NaN where
@@ -263,12 +274,20 @@ class Scorer:
         self._dice_n += dice_n
         self._hd_sum += hd_sum
         self._hd_n += hd_n
+        vol_hd = None
+        if cfg.hd_variant == "mlebench":
+            vol_hd = case_day_hd(pred, truth, self.n_classes, self._work)
+            if not math.isnan(vol_hd):
+                self._vol_hd[0] += vol_hd
+                self._vol_hd[1] += 1
         tp = n_i.sum(0)
         self._tp += tp
         self._fp += n_p.sum(0) - tp
         self._fn += n_g.sum(0) - tp
         dice = _safe_div(dice_sum.sum(), dice_n.sum(), 1.0)
         hd = _safe_div(hd_sum.sum(), hd_n.sum(), 0.0)
+        if vol_hd is not None:
+            hd = 0.0 if math.isnan(vol_hd) else vol_hd
         rec = {
             "case_day": case_day,
             "dice": [_safe_div(s, n) for s, n in zip(dice_sum, dice_n)],
@@ -289,6 +308,9 @@ class Scorer:
         cfg = self.cfg
         dice = _safe_div(self._dice_sum.sum(), self._dice_n.sum(), 1.0)
         hd = _safe_div(self._hd_sum.sum(), self._hd_n.sum(), 0.0)
+        n_hd = int(self._hd_n.sum())
+        if cfg.hd_variant == "mlebench":
+            hd, n_hd = _safe_div(self._vol_hd[0], self._vol_hd[1], 0.0), self._vol_hd[1]
         per_class = {}
         for c, name in enumerate(self.classes):
             d_c = _safe_div(self._dice_sum[c], self._dice_n[c], 1.0)
@@ -301,10 +323,13 @@ class Scorer:
                 "n_dice_rows": int(self._dice_n[c]), "n_hd_terms": int(self._hd_n[c]),
                 "tp": tp, "fp": fp, "fn": fn,
             }
+        if cfg.hd_variant == "mlebench":  # no per-class Hausdorff term: the classes are ORed per case-day
+            for pc in per_class.values():
+                pc["hausdorff"] = pc["score"] = float("nan")
         return {
             "score": cfg.combine(dice, hd), "dice": dice, "hausdorff": hd, "metric": cfg.name,
             "n_case_days": len(self._records), "n_dice_rows": int(self._dice_n.sum()),
-            "n_hd_terms": int(self._hd_n.sum()), "per_class": per_class,
+            "n_hd_terms": n_hd, "per_class": per_class,
         }
 
     def case_day_table(self):
