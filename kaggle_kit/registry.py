@@ -2,21 +2,29 @@
 
 ``resolve("family", "seg25d")`` imports the family module only then, so ``import kaggle_kit`` stays cheap.
 An unknown name raises KeyError listing the options.
+
+The family table is filled from the families themselves: every sub-package of ``kaggle_kit/families`` with
+an ``api.py`` is the family of that name (its ``family`` object, a :class:`kaggle_kit.families.base.Family`),
+found by listing the folder, importing nothing.
 """
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 __all__ = ["REGISTRIES", "register", "resolve", "options"]
 
+
+
+def _discover_families() -> dict[str, str]:
+    root = Path(__file__).parent / "families"
+    return {p.parent.name: f"kaggle_kit.families.{p.parent.name}.api:family"
+            for p in sorted(root.glob("*/api.py")) if not p.parent.name.startswith("_")}
+
+
 REGISTRIES: dict[str, dict[str, str]] = {
-    # kind -> name -> "module:attr"; families add themselves here as they are written.
-    "family": {
-        "seg25d": "kaggle_kit.families.seg25d.api:family",
-        "seg3d": "kaggle_kit.families.seg3d.api:family",
-        "cls": "kaggle_kit.families.cls.api:family",
-        "det_yolo": "kaggle_kit.families.det_yolo.api:family",
-    },
+    # kind -> name -> "module:attr"
+    "family": _discover_families(),
 }
 
 

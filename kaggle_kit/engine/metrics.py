@@ -12,6 +12,8 @@ import numpy as np
 from mmengine.evaluator import BaseMetric
 
 from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.metric.presence import roc_auc
+from kaggle_kit.metric.scorer import Scorer
 
 __all__ = ["SegValMetric", "ClsValMetric", "roc_auc", "scorer_metrics"]
 
@@ -37,8 +39,6 @@ class SegValMetric(BaseMetric):
             self.results.append((s["case_day"], s["z"], _bits(prob > self.threshold), _bits(s["mask"].numpy())))
 
     def compute_metrics(self, results) -> dict:
-        from kaggle_kit.metric.scorer import Scorer
-
         scorer = Scorer()
         by_cd: dict[str, list] = {}
         for cd, z, p, t in results:
@@ -57,18 +57,6 @@ def scorer_metrics(scorer) -> dict:
         if c in r.get("per_class", {}):
             out[f"dice_{c}"] = float(r["per_class"][c]["dice"])
     return out
-
-
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """ROC-AUC by the rank-sum (Mann-Whitney) formula with tie correction; NaN if one class is absent."""
-    y = np.asarray(y).astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    from scipy.stats import rankdata
-
-    r = rankdata(s)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 class ClsValMetric(BaseMetric):

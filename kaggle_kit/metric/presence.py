@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from kaggle_kit.data.raw import CLASSES
-from kaggle_kit.engine.metrics import roc_auc
 from kaggle_kit.utils import atomic_path, atomic_write_json
 
 __all__ = [
@@ -28,11 +27,42 @@ __all__ = [
     "oof_truth_and_probs",
     "plot_pr_curves",
     "pr_curve",
+    "roc_auc",
+    "smooth_z",
     "report_exp",
     "smooth_per_case_day",
     "z_window_auc",
     "write_report",
 ]
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC-AUC by the rank-sum (Mann-Whitney) formula with tie correction; NaN if one class is absent."""
+    y = np.asarray(y).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def smooth_z(p: np.ndarray, windows) -> np.ndarray:
+    """Per-slice scores (D, C) -> their centred moving mean along z, ``windows[c]`` slices wide (odd; 1 leaves
+    the class as it is), the end slices repeated past the volume's ends. Presence is smooth in z, a
+    classifier's single-slice errors are not. Returns a new float32 array."""
+    p = np.asarray(p, np.float32)
+    out = p.copy()
+    for c, w in enumerate(windows):
+        w = int(w)
+        if w < 1 or w % 2 == 0:
+            raise ValueError(f"z window must be an odd integer >= 1, got {w}")
+        if w == 1 or not len(p):
+            continue
+        col = np.pad(p[:, c].astype(np.float64), w // 2, mode="edge")
+        out[:, c] = np.lib.stride_tricks.sliding_window_view(col, w).mean(axis=1)
+    return out
 
 
 def slice_presence(mask: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarray:
@@ -205,9 +235,7 @@ def oof_truth_and_probs(cache, pred_root, exp: str, case_days=None):
 def smooth_per_case_day(probs: np.ndarray, depths, window: int) -> np.ndarray:
     """(N, C) rows of consecutive case-days (``depths`` slices each, in row order) -> each case-day's centred
     z mean over ``window`` slices, as the ensemble's ``gating.z_window`` applies it
-    (:func:`kaggle_kit.post.postprocess.smooth_z`)."""
-    from kaggle_kit.post.postprocess import smooth_z
-
+    (:func:`smooth_z`)."""
     bounds = np.r_[0, np.cumsum(depths)].astype(int)
     if bounds[-1] != len(probs):
         raise ValueError(f"case-day depths sum to {bounds[-1]}, but there are {len(probs)} rows")

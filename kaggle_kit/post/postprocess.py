@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kaggle_kit.metric.presence import smooth_z
 from kaggle_kit.post import kernels as K
 
 __all__ = ["PostParams", "fuse_classifier", "postprocess", "smooth_z"]
@@ -51,23 +52,6 @@ class PostParams:
 
 def _scale(p) -> np.ndarray:
     return np.asarray(p, np.float64) * 255.0
-
-
-def smooth_z(p: np.ndarray, windows) -> np.ndarray:
-    """Per-slice scores (D, C) -> their centred moving mean along z, ``windows[c]`` slices wide (odd; 1 leaves
-    the class as it is), the end slices repeated past the volume's ends. Presence is smooth in z, a
-    classifier's single-slice errors are not. Returns a new float32 array."""
-    p = np.asarray(p, np.float32)
-    out = p.copy()
-    for c, w in enumerate(windows):
-        w = int(w)
-        if w < 1 or w % 2 == 0:
-            raise ValueError(f"z window must be an odd integer >= 1, got {w}")
-        if w == 1 or not len(p):
-            continue
-        col = np.pad(p[:, c].astype(np.float64), w // 2, mode="edge")
-        out[:, c] = np.lib.stride_tricks.sliding_window_view(col, w).mean(axis=1)
-    return out
 
 
 def fuse_classifier(stack: np.ndarray, weights: np.ndarray, windows=None) -> np.ndarray:

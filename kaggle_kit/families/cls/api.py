@@ -1,7 +1,7 @@
 """The slice classifier family as the tools see it (registered as ``cls``)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+from kaggle_kit.families.base import Family
 
 NAME = "cls"
 KIND = "classifier"
@@ -43,4 +43,11 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 64, device=No
     return ClsPredictor(ckpt_path, device=device, batch_size=batch_size, tta=tta)
 
 
-family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)
+def runtime_deps(model_cfg) -> tuple[str, ...]:
+    return ("timm",)
+
+
+family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
+                runtime_deps=runtime_deps,
+                val_metric="per-class ROC-AUC and precision/recall at the threshold (val/auc_<class>, val/macro_auc)",
+                loss_terms=("cls", "map"), doc=__doc__)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["HEADS", "MapHeadClassifier", "PresenceLoss", "build_cls_loss", "build_cls_model"]
+__all__ = ["HEADS", "MapHeadClassifier", "PresenceLoss", "build_cls_loss", "build_cls_model", "build_net"]
 
 HEADS = ("pool", "map")
 
@@ -132,3 +132,11 @@ class PresenceLoss:
 def build_cls_loss(spec) -> PresenceLoss:
     """``spec``: the config's ``loss`` list, e.g. ``[{type: bce, weight: 1.0}]``."""
     return PresenceLoss(spec)
+
+
+def build_net(model_cfg: dict, in_channels: int):
+    """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds)."""
+    m = model_cfg
+    return build_cls_model(backbone=m["backbone"], in_chans=in_channels, classes=m["classes"],
+                           weights_path=m.get("weights_path"), drop_rate=m.get("drop_rate", 0.0),
+                           head=m.get("head", "pool"), **(m.get("kwargs") or {}))

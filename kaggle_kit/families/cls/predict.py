@@ -23,7 +23,7 @@ class ClsPredictor:
         import torch
 
         from kaggle_kit.data.pipeline25d import dataset_kwargs
-        from kaggle_kit.families.cls.train import build_net
+        from kaggle_kit.families.cls.model import build_net
 
         if tta not in TTAS:
             raise KeyError(f"unknown tta {tta!r}; options: {list(TTAS)}")

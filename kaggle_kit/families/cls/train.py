@@ -3,16 +3,18 @@
 The datasets are the 2.5D family's (same ``data`` section, same SliceDataset25D, same crops), the target is
 each item's ``presence`` (C,). Validation logs per-class ROC-AUC and precision/recall at the operating
 threshold (``predict.threshold``) every epoch (metrics.csv, TensorBoard); the exported ``best.pth`` is the
-epoch with the best mean AUC. After training, the best checkpoint is run over the fold's held-out case-days
-(every slice) and ``<work_dir>/report/{report.json, pr_curves.png}`` is written.
+epoch with the best mean AUC, ``last.pth`` the final weights. After training, the ``predict.checkpoint`` one
+(default last: best is chosen on these very case-days) is run over the fold's held-out case-days (every
+slice) and ``<work_dir>/report/{report.json, pr_curves.png}`` is written.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from kaggle_kit.data.cache import Cache
+from kaggle_kit.families.cls.model import build_net
 from kaggle_kit.data.pipeline25d import make_datasets
-from kaggle_kit.io.boxes import truth_boxes
+from kaggle_kit.io.boxes import train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
 
@@ -46,16 +48,6 @@ class MaskPresence:
         return item
 
 
-def build_net(model_cfg: dict, in_channels: int):
-    """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds)."""
-    from kaggle_kit.families.cls.model import build_cls_model
-
-    m = model_cfg
-    return build_cls_model(backbone=m["backbone"], in_chans=in_channels, classes=m["classes"],
-                           weights_path=m.get("weights_path"), drop_rate=m.get("drop_rate", 0.0),
-                           head=m.get("head", "pool"), **(m.get("kwargs") or {}))
-
-
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (best.pth / last.pth inference checkpoints, report/)."""
     from kaggle_kit.engine.metrics import ClsValMetric
@@ -63,9 +55,9 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     from kaggle_kit.families.cls.model import build_cls_loss
 
     cache = Cache(cfg["cache"])
-    # crops: ground-truth boxes (jittered) at train time; the detector's own at predict time
-    train_ds, val_ds = make_datasets(cfg, cache, fold,
-                                     boxes=truth_boxes(cache, "train") if cfg["data"]["crop"] == "boxes" else None)
+    # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict
+    train_boxes, val_boxes = train_boxes_for(cfg, cache)  # (None, None) unless data.crop == "boxes"
+    train_ds, val_ds = make_datasets(cfg, cache, fold, boxes=train_boxes, val_boxes=val_boxes)
     train_ds, val_ds = MaskPresence(train_ds), (MaskPresence(val_ds) if val_ds is not None else None)
     if len(train_ds) == 0:
         raise ValueError(f"fold {fold}: no training slices (subset {cfg['data']['subset_train']!r})")
@@ -84,8 +76,9 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     return wd
 
 
-def fold_report(cfg: dict, exp: str, fold, cache: Cache | None = None, which: str = "best") -> dict:
-    """Run a fold's checkpoint over its held-out case-days and write ``<work_dir>/report/``; returns it."""
+def fold_report(cfg: dict, exp: str, fold, cache: Cache | None = None, which: str | None = None) -> dict:
+    """Run a fold's checkpoint (``which``, default ``predict.checkpoint``) over its held-out case-days and write
+    ``<work_dir>/report/``; returns it."""
     from kaggle_kit.data.dataset25d import fold_case_days
     from kaggle_kit.paths import inference_checkpoint
     from kaggle_kit.io.boxes import load_boxes_for
@@ -94,6 +87,7 @@ def fold_report(cfg: dict, exp: str, fold, cache: Cache | None = None, which: st
 
     cache = cache or Cache(cfg["cache"])
     p = cfg["predict"]
+    which = which or p["checkpoint"]
     pred = ClsPredictor(inference_checkpoint(cfg["work_root"], FAMILY, exp, fold, which),
                         batch_size=p["batch_size"], tta=p["tta"])
     boxes = load_boxes_for(cfg, "train") if cfg["data"]["crop"] == "boxes" else None

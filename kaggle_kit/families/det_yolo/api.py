@@ -1,7 +1,7 @@
 """The crop-detector family as the tools see it (registered as ``det_yolo``)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+from kaggle_kit.families.base import Family
 
 NAME = "det_yolo"
 KIND = "boxes"
@@ -31,4 +31,11 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=No
     return DetPredictor(ckpt_path, device=device, batch_size=batch_size)
 
 
-family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)
+def runtime_deps(model_cfg) -> tuple[str, ...]:
+    return ("ultralytics",)
+
+
+family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
+                runtime_deps=runtime_deps,
+                val_metric="ultralytics box mAP on the fold's validation slices; OOF box recall of organ pixels",
+                loss_terms=("box", "cls", "dfl"), doc=__doc__)

@@ -1,7 +1,7 @@
 """The 2.5D segmentation family as the tools see it (registered as ``seg25d``)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+from kaggle_kit.families.base import Family
 
 NAME = "seg25d"
 KIND = "pixel"
@@ -36,4 +36,15 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=No
     return Predictor25D(ckpt_path, device=device, batch_size=batch_size, tta=tta)
 
 
-family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)
+def runtime_deps(model_cfg) -> tuple[str, ...]:
+    """smp + timm; the mmseg backend (``model.backend: mmseg``) needs mmsegmentation on mmcv-lite (with the
+    pure-torch ``mmcv.ops`` stand-in shipped in kaggle_kit._compat) and mmengine, and mmseg's ftfy / regex."""
+    if (model_cfg or {}).get("backend", "smp") == "mmseg":
+        return ("timm", "mmsegmentation", "mmengine", "mmcv-lite", "ftfy", "regex")
+    return ("segmentation-models-pytorch", "timm")
+
+
+family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
+                runtime_deps=runtime_deps,
+                val_metric="competition score of the fold's validation slices on the canvas (val/score, val/dice, val/hausdorff)",
+                loss_terms=("seg", "aux"), doc=__doc__)

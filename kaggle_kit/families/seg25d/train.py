@@ -5,7 +5,7 @@ from pathlib import Path
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.pipeline25d import make_datasets
-from kaggle_kit.io.boxes import truth_boxes
+from kaggle_kit.io.boxes import train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
 
@@ -50,9 +50,9 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     from kaggle_kit.losses import build_loss
 
     cache = Cache(cfg["cache"])
-    # crops: ground-truth boxes (jittered) at train time; the detector's own at predict time
-    train_ds, val_ds = make_datasets(cfg, cache, fold,
-                                     boxes=truth_boxes(cache, "train") if cfg["data"]["crop"] == "boxes" else None)
+    # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict
+    train_boxes, val_boxes = train_boxes_for(cfg, cache)  # (None, None) unless data.crop == "boxes"
+    train_ds, val_ds = make_datasets(cfg, cache, fold, boxes=train_boxes, val_boxes=val_boxes)
     if len(train_ds) == 0:
         raise ValueError(f"fold {fold}: no training slices (subset {cfg['data']['subset_train']!r})")
     net = build_net(cfg["model"], cfg["data"]["k"])

@@ -1,7 +1,7 @@
 """The 3D segmentation family as the tools see it (registered as ``seg3d``)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
+from kaggle_kit.families.base import Family
 
 NAME = "seg3d"
 KIND = "pixel"
@@ -35,5 +35,12 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 1, device=Non
     return Predictor3D(ckpt_path, device=device, tta=tta, overlap=overlap, sw_batch_size=batch_size, window=window)
 
 
-family = SimpleNamespace(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor)
+def runtime_deps(model_cfg) -> tuple[str, ...]:
+    return ("monai",)
+
+
+family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
+                runtime_deps=runtime_deps,
+                val_metric="competition score of the fold's validation case-days, sliding window (val/score)",
+                loss_terms=("seg",), doc=__doc__)
 
