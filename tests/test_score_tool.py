@@ -183,3 +183,57 @@ def test_score_tool_on_synthetic(synth_root):
     scorer, _ = score_files(truth, synth_root / "sample_submission.csv", synth_root, "test", progress_bar=False)
     r = scorer.result()
     assert r["score"] == 0.0 and r["hausdorff"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --metric mlebench and the truth-file check
+
+
+def test_score_tool_mlebench_equals_in_memory_variant(tiny, tmp_path):
+    root, truth, pred = tiny
+    p = run_tool("score.py", "--truth", root / "truth.csv", "--pred", root / "pred.csv", "--data-root", root,
+                 "--metric", "mlebench")
+    js = _last_json(p.stdout)
+    ref = _expected(truth, pred, metric="mlebench")  # non-square 10x12 slices: the column-major view matters
+    for k in ("score", "dice", "hausdorff"):
+        assert js[k] == pytest.approx(ref[k], abs=1e-12)
+    assert js["metric"] == "mlebench" and js["rows_paired_with_another_id"] == 0
+    assert js["score"] != pytest.approx(_expected(truth, pred)["score"], abs=1e-6)
+    # MLE-bench's answers form (predicted + image sizes) needs no images
+    ans = pd.read_csv(root / "truth.csv", dtype=str, keep_default_na=False).rename(
+        columns={"segmentation": "predicted"})
+    hw = {cd: g[1:] for cd, g in GEOMS.items()}
+    ans["image_height"] = [hw[i.split("_slice_")[0]][0] for i in ans["id"]]
+    ans["image_width"] = [hw[i.split("_slice_")[0]][1] for i in ans["id"]]
+    ans.to_csv(tmp_path / "answers.csv", index=False)
+    p = run_tool("score.py", "--truth", tmp_path / "answers.csv", "--pred", root / "pred.csv", "--metric", "mlebench")
+    assert _last_json(p.stdout)["score"] == pytest.approx(ref["score"], abs=1e-12)
+    # one fold's OOF: only its case-days, rows paired by (id, class)
+    one = _bad_file(tmp_path, root, lambda df: df[df["id"].str.startswith("case2_day3")].iloc[::-1])
+    p = run_tool("score.py", "--truth", root / "truth.csv", "--pred", one, "--data-root", root,
+                 "--metric", "mlebench", "--only-pred-case-days")
+    assert _last_json(p.stdout)["score"] == pytest.approx(
+        _expected(truth, pred, ["case2_day3"], metric="mlebench")["score"], abs=1e-12)
+
+
+def test_score_tool_mlebench_rejects_what_the_grader_rejects(tiny, tmp_path):
+    root, _, _ = tiny
+    bad = _bad_file(tmp_path, root, lambda df: df.assign(predicted=df["predicted"].where(df.index != 3, "9 2 1 1")))
+    p = run_tool("score.py", "--truth", root / "truth.csv", "--pred", bad, "--data-root", root,
+                 "--metric", "mlebench", check=False)
+    assert p.returncode == 2 and "line 5" in p.stderr and "not sorted" in p.stderr, p.stderr
+    # a run past the image end is cut silently, as the grader does (the default metric refuses it)
+    long = _bad_file(tmp_path, root, lambda df: df.assign(predicted=df["predicted"].where(df.index != 3, "100 50")))
+    p = run_tool("score.py", "--truth", root / "truth.csv", "--pred", long, "--data-root", root,
+                 "--metric", "mlebench")
+    assert 0 < _last_json(p.stdout)["score"] < 1
+
+
+def test_score_tool_refuses_a_submission_as_truth(tiny, tmp_path):
+    root, _, _ = tiny
+    for metric in ("3d", "mlebench"):
+        p = run_tool("score.py", "--truth", root / "pred.csv", "--pred", root / "pred.csv", "--data-root", root,
+                     "--metric", metric, check=False)
+        assert p.returncode == 2, (metric, p.stdout, p.stderr)
+        assert "pred.csv" in p.stderr and "'predicted' column and no 'segmentation'" in p.stderr
+        assert p.stdout == ""

@@ -25,14 +25,18 @@ import pandas as pd
 
 from kaggle_kit.data.raw import CLASSES, DataError, discover_split, parse_id
 from kaggle_kit.data.rle import rle_parse
+from kaggle_kit.metric.mlebench import GradeResult, grade_frames
 from kaggle_kit.metric.scorer import MetricConfig, Scorer
 
 __all__ = [
     "RleTable",
+    "check_truth_columns",
     "read_rle_table",
     "report_json",
+    "report_mlebench",
     "report_tables",
     "score_files",
+    "score_files_mlebench",
     "volume_from_table",
     "write_plots",
 ]
@@ -66,16 +70,30 @@ class RleTable:
         return self._by_case_day.get(case_day, np.zeros(0, np.int64))
 
 
-def read_rle_table(path, slices: pd.DataFrame | None = None, classes=CLASSES) -> RleTable:
+def check_truth_columns(path, columns) -> None:
+    """A truth file is in train.csv form (id,class,segmentation) or MLE-bench's answers form (id,class,
+    predicted,image_height,image_width). A ``predicted`` column without ``segmentation`` or image sizes is
+    a submission (e.g. an untouched sample_submission.csv): DataError naming the file."""
+    cols = set(columns)
+    if "predicted" in cols and "segmentation" not in cols and not {"image_height", "image_width"} <= cols:
+        raise DataError(f"{path}: has a 'predicted' column and no 'segmentation': this is a submission (or "
+                        "sample_submission.csv), not a truth file; give train.csv or a file in its "
+                        "id,class,segmentation form")
+
+
+def read_rle_table(path, slices: pd.DataFrame | None = None, classes=CLASSES, truth: bool = False) -> RleTable:
     """Read and validate ``id,class,predicted`` (a submission) or ``id,class,segmentation`` (train.csv form).
 
     slices: the image table of the split (``discover_split``); with it, ids without an image and RLEs
-    that do not fit their slice are errors. Raises DataError naming the offending lines.
+    that do not fit their slice are errors. truth: the file is a truth file (:func:`check_truth_columns`).
+    Raises DataError naming the offending lines.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if truth:
+        check_truth_columns(path, df.columns)
     rle_col = next((c for c in ("predicted", "segmentation") if c in df.columns), None)
     missing = {"id", "class"} - set(df.columns)
     if missing or rle_col is None:
@@ -174,7 +192,7 @@ def score_files(truth_csv, pred_csv, data_root, split: str = "train", cfg: Metri
     slices = discover_split(data_root, split)
     if slices.empty:
         raise DataError(f"{Path(data_root) / split}: no images")
-    truth = read_rle_table(truth_csv, slices, classes)
+    truth = read_rle_table(truth_csv, slices, classes, truth=True)
     pred = read_rle_table(pred_csv, slices, classes)
     case_days = list(dict.fromkeys(truth.rows["case_day"]))
     if only_pred_case_days:
@@ -202,6 +220,94 @@ def score_files(truth_csv, pred_csv, data_root, split: str = "train", cfg: Metri
         g = groups[cd]
         scorer.add(cd, volume_from_table(pred, g, classes), volume_from_table(truth, g, classes))
     return scorer, {"slices": scored, "truth": truth, "pred": pred}
+
+
+def score_files_mlebench(truth_csv, pred_csv, data_root=None, split: str = "train",
+                         only_pred_case_days: bool = False) -> GradeResult:
+    """MLE-bench's grade of ``pred_csv`` against ``truth_csv`` (:func:`kaggle_kit.metric.mlebench.grade_frames`).
+
+    truth_csv: MLE-bench's answers (id, class, predicted, image_height, image_width) or train.csv form
+    (id, class, segmentation) with each row's size from the images of ``data_root/split``. Rows are paired
+    by position, as the grader does. only_pred_case_days: keep only the truth rows of the case-days in
+    ``pred_csv`` and pair the prediction's rows with them by (id, class) (an OOF file of one fold, which
+    is not a submission). Raises DataError (InvalidSubmission where the grader would reject the file).
+    """
+    truth_csv, pred_csv = Path(truth_csv), Path(pred_csv)
+    for p in (truth_csv, pred_csv):
+        if not p.is_file():
+            raise DataError(f"{p}: file not found")
+    ans = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+    check_truth_columns(truth_csv, ans.columns)
+    rle_col = next((c for c in ("segmentation", "predicted") if c in ans.columns), None)
+    if rle_col is None or not {"id", "class"} <= set(ans.columns):
+        raise DataError(f"{truth_csv}: columns {list(ans.columns)}; expected id,class,segmentation")
+    ans = ans.rename(columns={rle_col: "predicted"})
+    sub = pd.read_csv(pred_csv, dtype=str, keep_default_na=False)
+    if "predicted" not in sub.columns and "segmentation" in sub.columns:
+        sub = sub.rename(columns={"segmentation": "predicted"})
+    if only_pred_case_days:
+        if not {"id", "class"} <= set(sub.columns):
+            raise DataError(f"{pred_csv}: columns {list(sub.columns)}; expected id,class,predicted")
+        cd_of = lambda ids: ids.str.split("_slice_").str[0]  # noqa: E731
+        ans = ans[cd_of(ans["id"]).isin(set(cd_of(sub["id"])))].reset_index(drop=True)
+        if ans.empty:
+            raise DataError(f"{pred_csv}: none of its case-days is in the truth file {truth_csv}")
+        keyed = sub.drop_duplicates(["id", "class"]).set_index(["id", "class"])
+        want = pd.MultiIndex.from_frame(ans[["id", "class"]])
+        missing = want.difference(keyed.index)
+        if len(missing):
+            raise DataError(f"{pred_csv}: {len(missing)} (id, class) row(s) of its case-days missing: "
+                            + _listing(missing))
+        extra = keyed.index.difference(want)
+        if len(extra):
+            raise DataError(f"{pred_csv}: {len(extra)} (id, class) row(s) not in the truth file {truth_csv}: "
+                            + _listing(extra))
+        sub = keyed.reindex(want).reset_index()
+    if not {"image_height", "image_width"} <= set(ans.columns):
+        if data_root is None:
+            raise DataError(f"{truth_csv}: no image_height/image_width columns; pass --data-root so that each "
+                            "row's size comes from its image")
+        slices = discover_split(data_root, split)
+        geo = slices.set_index("id")[["height", "width"]]
+        unknown = ~ans["id"].isin(geo.index)
+        if unknown.any():
+            u = ans[unknown]
+            raise DataError(f"{truth_csv}: {int(unknown.sum())} row(s) with no image in {Path(data_root) / split}: "
+                            + _listing(f"line {i + 2} ({v})" for i, v in zip(u.index, u["id"])))
+        hw = geo.reindex(ans["id"]).to_numpy()
+        ans["image_height"], ans["image_width"] = hw[:, 0], hw[:, 1]
+    return grade_frames(sub, ans, who=str(pred_csv))
+
+
+def report_mlebench(g: GradeResult, worst: int = 10) -> str:
+    """Text report of :func:`score_files_mlebench` ending with one JSON line: score, dice, hausdorff,
+    metric, counts, per_class {class: dice, n_dice_rows}, worst_case_days (highest hd first) and
+    rows_paired_with_another_id (positions whose (id, class) differ from the answer row's)."""
+    lines = [f"metric mlebench (MLE-bench's grader): score {_fmt(g.score)}  dice {_fmt(g.dice)}  "
+             f"hausdorff {_fmt(g.hausdorff)}  ({len(g.hd_case_days)} case-days, {g.n_dice_rows} dice rows, "
+             f"{g.n_hd_terms} hd terms)"]
+    if g.mismatched_rows:
+        lines.append(f"WARNING: {len(g.mismatched_rows)} row(s) hold another (id, class) than the answer row at "
+                     f"their position (first at line {g.mismatched_rows[0] + 2}); MLE-bench pairs rows by "
+                     "position, so they were scored against those answer rows")
+    per_class = {}
+    lines += ["", f"{'class':<12} {'dice':>9} {'dice_rows':>9}"]
+    for name in dict.fromkeys(g.classes.tolist()):
+        v = g.dice_rows[g.classes == name]
+        n = int(np.isfinite(v).sum())
+        d = float(np.nanmean(v)) if n else float("nan")
+        per_class[name] = {"dice": d, "n_dice_rows": n}
+        lines.append(f"{name:<12} {_fmt(d):>9} {n:>9}")
+    ranked = sorted(g.hd_case_days, key=lambda t: (-(t[1] if not math.isnan(t[1]) else -1.0), t[0]))
+    n = min(worst, len(ranked))
+    lines += ["", f"worst {n} of {len(ranked)} case-days by the grader's Hausdorff term (nan: both empty):"]
+    lines += [f"{cd:<20} {_fmt(v):>9}" for cd, v in ranked[:n]]
+    js = {"score": g.score, "dice": g.dice, "hausdorff": g.hausdorff, "metric": "mlebench",
+          "n_case_days": len(g.hd_case_days), "n_dice_rows": g.n_dice_rows, "n_hd_terms": g.n_hd_terms,
+          "per_class": per_class, "worst_case_days": [{"case_day": cd, "hd": v} for cd, v in ranked[:n]],
+          "rows_paired_with_another_id": len(g.mismatched_rows)}
+    lines.append(json.dumps(_json_safe(js)))
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:
