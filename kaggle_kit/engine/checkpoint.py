@@ -11,6 +11,7 @@ are only ever loaded to resume a run's own training (``enable_resume_loader``).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from kaggle_kit.utils import UserError
@@ -46,15 +47,42 @@ def load_inference_checkpoint(path: str | Path, map_location="cpu") -> tuple[dic
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols on its way to refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - corrupt, truncated or not an inference checkpoint
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: not a loadable inference checkpoint ({type(e).__name__}: {first}); "
-                              "re-export it with tools/train.py or copy it again") from None
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            why = "it holds pickled objects beyond tensors and plain types; refused, loading it could run code"
+        else:
+            why = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else 'truncated or corrupt'}"
+        raise CheckpointError(f"{path}: not a loadable inference checkpoint ({why}); re-export it with "
+                              "tools/train.py or copy it again") from None
     if not isinstance(ck, dict) or "state_dict" not in ck or "meta" not in ck:
         raise CheckpointError(f"{path}: not an inference checkpoint (expected keys state_dict, meta); "
                               "use the best.pth / last.pth that tools/train.py exports")
     return ck["state_dict"], ck["meta"]
+
+
+def load_state_into(net, sd: dict, source) -> None:
+    """Load ``sd`` into ``net``, every key matching both ways; a mismatch is a ValueError naming ``source``."""
+    missing, unexpected = net.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{source}: state dict does not match the model in its meta "
+                         f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+
+
+def load_model(path: str | Path, build, expect: dict | None = None):
+    """An inference checkpoint -> (net with its weights, meta): ``build(meta)`` makes the bare network from the
+    meta (the family's constructor; it must not load other weights), then the state dict goes in, all keys
+    matching. ``expect``: meta items that must hold (e.g. ``{"task": "cls"}``), checked before building."""
+    sd, meta = load_inference_checkpoint(path)
+    for k, v in (expect or {}).items():
+        if meta.get(k) != v:
+            raise ValueError(f"{path}: not a {v!r} checkpoint ({k} {meta.get(k)!r})")
+    net = build(meta)
+    load_state_into(net, sd, path)
+    return net, meta
 
 
 _RESUME_ENABLED = False

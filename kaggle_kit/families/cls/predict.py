@@ -9,7 +9,7 @@ import numpy as np
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import SliceDataset25D
-from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.engine.checkpoint import load_model
 
 __all__ = ["TTAS", "ClsPredictor"]
 
@@ -27,17 +27,11 @@ class ClsPredictor:
 
         if tta not in TTAS:
             raise KeyError(f"unknown tta {tta!r}; options: {list(TTAS)}")
-        sd, meta = load_inference_checkpoint(ckpt_path)
-        if meta.get("task") != "cls":
-            raise ValueError(f"{ckpt_path}: not a classifier checkpoint (task {meta.get('task')!r})")
+        # the weights come from the checkpoint: never reload the backbone's original weights file
+        net, meta = load_model(ckpt_path, lambda m: build_net(dict(m["model"], weights_path=None), m["in_channels"]),
+                               expect={"task": "cls"})
         self.meta = meta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        # the weights come from the checkpoint: never reload the backbone's original weights file
-        net = build_net(dict(meta["model"], weights_path=None), meta["in_channels"])
-        missing, unexpected = net.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{ckpt_path}: state dict does not match the model in its meta "
-                             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
         self.channels_last = bool(channels_last)  # NHWC: faster on CPU and CUDA, same outputs up to rounding
         self.net = net.to(self.device).eval()
         if self.channels_last:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import body_box, fold_case_days, volume_scale
-from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.utils import atomic_write_json, atomic_write_text, progress
 from kaggle_kit.families.det_yolo.boxes import finalise_boxes
 from kaggle_kit.io.boxes import boxes_frame, boxes_path
@@ -47,13 +47,10 @@ class DetPredictor:
     def __init__(self, ckpt_path, device=None, batch_size: int = 32):
         import torch
 
-        sd, meta = load_inference_checkpoint(ckpt_path)
-        if meta.get("task") != "det":
-            raise ValueError(f"{ckpt_path}: not a detector checkpoint (task {meta.get('task')!r})")
+        net, meta = load_model(ckpt_path, lambda m: build_detector(m["model_cfg"], nc=int(m["nc"])),
+                               expect={"task": "det"})
         self.meta = meta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        net = build_detector(meta["model_cfg"], nc=int(meta["nc"]))
-        net.load_state_dict(sd, strict=True)
         self.net = net.to(self.device).float().eval()
         self.imgsz = int(meta["imgsz"])
         self.data = meta["data"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import SliceDataset25D
-from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.engine.checkpoint import load_model
 
 __all__ = ["Predictor25D", "predict_volume"]
 
@@ -24,14 +24,9 @@ class Predictor25D:
         from kaggle_kit.data.pipeline25d import dataset_kwargs
         from kaggle_kit.families.seg25d.train import build_net
 
-        sd, meta = load_inference_checkpoint(ckpt_path)
+        net, meta = load_model(ckpt_path, lambda m: build_net(m["model"], m["in_channels"], load_weights=False))
         self.meta = meta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        net = build_net(meta["model"], meta["in_channels"], load_weights=False)
-        missing, unexpected = net.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{ckpt_path}: state dict does not match the model in its meta "
-                             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
         # NHWC: 1.3x faster inference on this CPU (benchmarks/bench_channels_last.py), tensor cores on CUDA;
         # outputs equal NCHW's up to float rounding
         self.channels_last = bool(channels_last)

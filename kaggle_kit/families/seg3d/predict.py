@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 
 from kaggle_kit.data.cache import Cache
-from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.families.seg3d.data import Geometry3D, case_day_spacing, image_to_training, to_raw
 
 __all__ = ["TTA", "Predictor3D", "score_maps"]
@@ -38,14 +38,9 @@ class Predictor3D:
 
         if tta not in TTA:
             raise KeyError(f"unknown 3D tta {tta!r}; options: {sorted(TTA)}")
-        sd, meta = load_inference_checkpoint(ckpt_path)
+        net, meta = load_model(ckpt_path, lambda m: build_net(m["model"], m["data"]))
         self.meta = meta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        net = build_net(meta["model"], meta["data"])
-        missing, unexpected = net.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{ckpt_path}: state dict does not match the model in its meta "
-                             f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
         self.net = net.to(self.device).eval()
         self.geometry = Geometry3D.from_cfg(meta["data"])
         self.norm = meta["data"]["norm"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from mmengine.evaluator import BaseMetric
 
 from kaggle_kit.data.cache import Cache
+from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.data.dataset25d import fold_case_days
 from kaggle_kit.data.folds import FAULTY
 from kaggle_kit.data.raw import CLASSES
@@ -62,15 +63,7 @@ def make_datasets(cfg: dict, cache: Cache, fold, seed: int = 0):
 
 def _init_weights(net, path) -> None:
     """Start from an exported inference checkpoint (e.g. the 160 x 160 stage before the 224 x 224 one)."""
-    from kaggle_kit.engine.checkpoint import load_inference_checkpoint
-
-    sd, meta = load_inference_checkpoint(path)
-    if meta.get("family") != FAMILY:
-        raise ValueError(f"{path}: init_from needs a {FAMILY} checkpoint, got family {meta.get('family')!r}")
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit this model (missing {list(missing)[:5]}, "
-                         f"unexpected {list(unexpected)[:5]})")
+    load_model(path, lambda meta: net, expect={"family": FAMILY})
 
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
