@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
-from kaggle_kit.data.raw import DataError
-from kaggle_kit.io.probmaps import ProbMapError
-from kaggle_kit.post.ensemble import SPLITS, ConfigError, load_ensemble_config, run_ensemble
+from kaggle_kit.cli import run
+from kaggle_kit.data.raw import check_data_root
 from kaggle_kit.io.submission import SubmissionError
+from kaggle_kit.post.ensemble import SPLITS, load_ensemble_config, run_ensemble
 
 
 def main(argv=None) -> int:
@@ -28,12 +28,11 @@ def main(argv=None) -> int:
     ap.add_argument("--preds", default="preds", help="probability-map root (preds/<exp>/<split>/)")
     ap.add_argument("--cache", default=None, help="cache with train masks for --split oof (else train.csv)")
     a = ap.parse_args(argv)
-    try:
-        cfg = load_ensemble_config(a.config)
-        summary = run_ensemble(cfg, a.data_root, a.split, a.out, a.preds, a.cache)
-    except (ConfigError, ProbMapError, SubmissionError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_data_root(a.data_root)  # a typo must not read as "no test images": checked before anything
+    if Path(a.out).is_dir():  # fail before any work (write_submission checks it too)
+        raise SubmissionError(f"--out {a.out}: is a folder; pass a file path, e.g. {Path(a.out) / 'submission.csv'}")
+    cfg = load_ensemble_config(a.config)
+    summary = run_ensemble(cfg, a.data_root, a.split, a.out, a.preds, a.cache)  # bad input: kaggle_kit.cli
     metric = summary.pop("metric", None)
     print(json.dumps(summary))
     if metric is not None:
@@ -42,4 +41,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from kaggle_kit.cli import run
 from kaggle_kit.data.synthetic import make_synthetic
 
 
@@ -28,4 +29,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

@@ -1,7 +1,8 @@
 """The main job end to end, on synthetic data or on any folder in the competition layout.
 
-    python tools/run_all.py --work demo_out                      # synthetic data, tiny CPU configs
-    python tools/run_all.py --work run1 --data-root ROOT --preset gpu
+    python tools/run_all.py                                      # synthetic data, tiny CPU configs -> demo_out/
+    python tools/run_all.py --data-root ROOT --preset gpu        # -> demo_out-<ROOT name>-<hash of its path>/
+    python tools/run_all.py --work run1 --data-root ROOT         # an explicit work folder
 
 Stages (each one a tool a user would run by hand; the commands are printed):
 generate synthetic data (unless --data-root) -> prepare the cache -> for every family of the preset:
@@ -9,6 +10,13 @@ train each fold, predict OOF and test -> score each member's OOF next to the bas
 ensemble on OOF -> ensemble the test split -> validate submission.csv -> score it against
 ROOT/test_truth.csv when that file exists. The LAST stdout line is one JSON object:
 {"oof": {exp: score}, "tuned_oof": score, "test": score|null, "submission": path, ...}.
+
+Work-folder rule: a work folder belongs to one data set. Its data (the synthetic parameters, or the data
+root's resolved path) is recorded in WORK/data_source.json; a run on other data refuses to reuse it (pass
+another --work; the default folder is derived from the data root, so ``make demo`` and ``make demo
+DATA=ROOT`` never share one). When the data under the same root changed since folds were trained (the
+cache's train fingerprint), the run refuses to reuse those models. A fold counts as trained only when
+tools/train.py wrote its ``done.json`` (all epochs ran), never because ``best.pth`` exists.
 """
 from __future__ import annotations
 
@@ -18,7 +26,13 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from kaggle_kit.cli import run
+from kaggle_kit.data.raw import check_data_root
+from kaggle_kit.paths import fold_done_marker
+from kaggle_kit.utils import UserError, atomic_write_json, short_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))  # run_notebook's helpers
@@ -32,6 +46,10 @@ PRESETS = {
             "configs/seg3d/gpu_segresnet.yaml"],
 }
 SEARCH = {"tiny": "configs/ensemble/search_default.yaml", "gpu": "configs/ensemble/search_default.yaml"}
+
+
+class WorkFolderError(UserError):
+    """A work folder that belongs to other data (see the module docstring)."""
 
 
 class Stages:
@@ -60,9 +78,10 @@ def last_json(text: str) -> dict:
     raise ValueError("no JSON line in the output")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default="demo_out", help="output folder for everything this run writes")
+    ap.add_argument("--work", default=None, help="output folder for everything this run writes (default: demo_out "
+                    "for synthetic data, demo_out-<name>-<hash> for a --data-root)")
     ap.add_argument("--data-root", default=None, help="competition folder; default: generate synthetic data")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     ap.add_argument("--folds", type=int, default=None, help="number of folds (default: 3 tiny, 5 gpu)")
@@ -73,183 +92,298 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle-wheels", action="store_true",
                     help="put dependency wheels in the bundle (pip download; the notebook here runs in this venv)")
     ap.add_argument("--families", nargs="*", default=None, help="subset of the preset's configs (by family name)")
-    a = ap.parse_args(argv)
-    work = Path(a.work).resolve()
+    return ap.parse_args(argv)
+
+
+@dataclass
+class Run:
+    """What every stage needs: the arguments, the stage runner and the run's folders."""
+    a: argparse.Namespace
+    work: Path
+    data: Path
+    st: Stages = field(default_factory=Stages)
+    py: str = sys.executable
+    n_folds: int = 5
+
+    @property
+    def cache(self) -> Path:
+        return self.work / "cache"
+
+    @property
+    def work_root(self) -> Path:
+        return self.work / "work_dirs"
+
+    @property
+    def preds(self) -> Path:
+        return self.work / "preds"
+
+
+def data_identity(a: argparse.Namespace) -> dict:
+    """What the work folder's models are trained on: the synthetic parameters or the data root's path."""
+    if a.data_root is None:
+        return {"source": "synthetic", "train_cases": a.train_cases, "test_cases": a.test_cases, "seed": a.seed,
+                "size_scale": a.size_scale}
+    return {"source": str(Path(a.data_root).resolve())}
+
+
+def default_work(a: argparse.Namespace) -> Path:
+    """``demo_out`` for synthetic data; ``demo_out-<root name>-<hash of its resolved path>`` for a data root."""
+    if a.data_root is None:
+        return Path("demo_out")
+    root = Path(a.data_root).resolve()
+    return Path(f"demo_out-{root.name or 'root'}-{short_hash(str(root), n=6)}")
+
+
+def claim_work_folder(work: Path, ident: dict) -> None:
+    """Record ``ident`` in WORK/data_source.json, or refuse a work folder recorded for other data."""
+    src = work / "data_source.json"
+    if src.is_file():
+        old = json.loads(src.read_text()).get("identity")
+        if old != ident:
+            raise WorkFolderError(
+                f"{work}: this work folder holds models of other data ({_describe(old)}; recorded in {src}), this "
+                f"run is on {_describe(ident)}; pass another --work (or leave --work out: the default folder "
+                f"is derived from the data), or delete {work} to start over")
+        return
     work.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(src, {"identity": ident})
+
+
+def _describe(ident) -> str:
+    if not isinstance(ident, dict):
+        return repr(ident)
+    if ident.get("source") == "synthetic":
+        return "synthetic data (" + ", ".join(f"{k}={v}" for k, v in ident.items() if k != "source") + ")"
+    return f"the data root {ident.get('source')}"
+
+
+def check_models_match_data(r: Run) -> None:
+    """After prepare: refuse to reuse trained folds when the train data changed since they were trained."""
+    src = r.work / "data_source.json"
+    rec = json.loads(src.read_text())
+    fps = json.loads((r.cache / "fingerprint.json").read_text())["case_days"]
+    train_fp = short_hash(sorted((k, v) for k, v in fps.items() if k.startswith("train/")))
+    trained = sorted(r.work_root.glob("*/*/fold*/done.json"))
+    old = rec.get("train_fingerprint")
+    if old is not None and old != train_fp and trained:
+        raise WorkFolderError(
+            f"{r.data}: the train data changed since the models in {r.work_root} were trained (cache fingerprint "
+            f"{old} -> {train_fp}; {len(trained)} trained fold(s), e.g. {trained[0].parent}); delete "
+            f"{r.work_root} to retrain on the new data, or pass another --work")
+    rec["train_fingerprint"] = train_fp
+    atomic_write_json(src, rec)
+
+
+def setup(argv=None) -> Run:
+    """Arguments, the work folder (claimed for this data) and the environment of every stage."""
+    a = parse_args(argv)
+    if a.data_root is not None:
+        check_data_root(a.data_root)  # a typo is an error, not an empty test set
+    work = Path(a.work or default_work(a)).resolve()
+    claim_work_folder(work, data_identity(a))
+    print(f"[run_all] work folder: {work} ({_describe(data_identity(a))})", flush=True)
     env = {"KAGGLE_KIT_HOME": str(work / "home"), "KAGGLE_KIT_NO_PROGRESS": os.environ.get("KAGGLE_KIT_NO_PROGRESS", "1")}
     os.environ.update(env)
-    py = sys.executable
-    st = Stages()
-    t_start = time.time()
+    data = work / "data" if a.data_root is None else Path(a.data_root).resolve()
+    return Run(a=a, work=work, data=data, n_folds=a.folds or (3 if a.preset == "tiny" else 5))
 
-    if a.data_root is None:
-        data = work / "data"
-        if not (data / "train.csv").is_file():
-            st.run("generate", [py, "tools/make_synthetic.py", data, "--train-cases", a.train_cases, "--test-cases",
-                                a.test_cases, "--seed", a.seed, "--size-scale", a.size_scale, "--overwrite"])
-    else:
-        data = Path(a.data_root).resolve()
-    cache, work_root, preds = work / "cache", work / "work_dirs", work / "preds"
-    n_folds = a.folds or (3 if a.preset == "tiny" else 5)
-    st.run("prepare", [py, "tools/prepare.py", "--data-root", data, "--cache", cache, "--folds", n_folds])
 
+def stage_data(r: Run) -> None:
+    """Generate the synthetic data (unless a data root was given or it exists) and prepare the cache."""
+    a, py = r.a, r.py
+    if a.data_root is None and not (r.data / "train.csv").is_file():
+        r.st.run("generate", [py, "tools/make_synthetic.py", r.data, "--train-cases", a.train_cases, "--test-cases",
+                              a.test_cases, "--seed", a.seed, "--size-scale", a.size_scale, "--overwrite"])
+    r.st.run("prepare", [py, "tools/prepare.py", "--data-root", r.data, "--cache", r.cache, "--folds", r.n_folds])
+    check_models_match_data(r)
+
+
+def unfinished_folds(work_root: Path, family: str, exp: str, n_folds: int) -> list[int]:
+    """Folds without ``done.json`` (tools/train.py writes it when the fold's training returned); an
+    interrupted fold has best.pth (written at its first validation) but no done.json: it is trained again."""
+    return [k for k in range(n_folds) if not fold_done_marker(work_root, family, exp, k).is_file()]
+
+
+def stage_members(r: Run) -> dict[str, dict]:
+    """Train every unfinished fold of each family of the preset, then predict its OOF and test maps."""
     from kaggle_kit.config import load_config
 
-    common = [f"cache={cache}", f"work_root={work_root}", f"pred_root={preds}"]
+    common = [f"cache={r.cache}", f"work_root={r.work_root}", f"pred_root={r.preds}"]
     members: dict[str, dict] = {}
-    for rel in PRESETS[a.preset]:
+    for rel in PRESETS[r.a.preset]:
         cfg_path = ROOT / rel
         if not cfg_path.is_file():
             print(f"[run_all] skipping {rel}: not in this checkout")
             continue
         cfg = load_config(cfg_path)
         fam = cfg["family"]
-        if a.families and fam not in a.families:
+        if r.a.families and fam not in r.a.families:
             continue
         # experiment names must be unique across families (preds/<exp> has no family level)
         exp_full = cfg.get("exp") or f"{fam}_{cfg_path.stem}"
         ov = common + [f"exp={exp_full}"]
-        todo = [k for k in range(n_folds) if not (work_root / fam / exp_full / f"fold{k}" / "best.pth").is_file()]
-        if len(todo) < n_folds:
-            print(f"[run_all] {fam}: folds {sorted(set(range(n_folds)) - set(todo))} trained already (best.pth)")
+        todo = unfinished_folds(r.work_root, fam, exp_full, r.n_folds)
+        if len(todo) < r.n_folds:
+            print(f"[run_all] {fam}: folds {sorted(set(range(r.n_folds)) - set(todo))} trained already (done.json)")
         if todo:  # one process for all its folds: imports and start-up paid once
-            st.run(f"train {fam} folds {','.join(map(str, todo))}",
-                   [py, "tools/train.py", cfg_path, "--fold", ",".join(map(str, todo)), *ov])
-        st.run(f"predict {fam} oof+test", [py, "tools/predict.py", cfg_path, "--split", "oof,test", *ov])
+            r.st.run(f"train {fam} folds {','.join(map(str, todo))}",
+                     [r.py, "tools/train.py", cfg_path, "--fold", ",".join(map(str, todo)), *ov])
+        r.st.run(f"predict {fam} oof+test", [r.py, "tools/predict.py", cfg_path, "--split", "oof,test", *ov])
         members[exp_full] = {"family": fam, "config": rel}
+    return members
 
-    # Per-member OOF scores (plain threshold 0.5) and the baselines.
+
+def stage_scores(r: Run) -> dict:
+    """Per-member OOF scores (plain threshold 0.5), gating sources' ROC-AUC, detector box recall, baselines."""
     from kaggle_kit.data.cache import Cache
+    from kaggle_kit.data.dataset25d import fold_case_days
     from kaggle_kit.io.probmaps import ProbMapStore
-
-    store = ProbMapStore(preds)
-    oof_scores: dict[str, float] = {}
-    pixel = [e for e in store_exps(preds) if store.manifest(e, "oof")["kind"] == "pixel"]
-    for exp in pixel:
-        yaml_path = work / "ensembles" / f"single_{exp}.yaml"
-        write_yaml(yaml_path, {"members": [{"exp": exp, "kind": "pixel", "weight": 1.0}], "threshold": 0.5})
-        out = st.run(f"score {exp} oof", [py, "tools/ensemble.py", yaml_path, "--data-root", data, "--split", "oof",
-                                          "--out", work / "oof" / f"{exp}.csv", "--preds", preds, "--cache", cache])
-        oof_scores[exp] = last_json(out)["score"]
-    # Gating sources (the classifier family and the 2.5D aux heads): per-class OOF ROC-AUC; detectors: the OOF
-    # box recall of organ pixels.
+    from kaggle_kit.metric.baselines import empty_baseline, intensity_baseline
     from kaggle_kit.metric.presence import report_exp
 
-    cls_auc: dict[str, dict] = {}
-    cls_auc_z5: dict[str, dict] = {}  # after the 5-slice z mean the ensemble's gating.z_window can apply
-    for exp in store_exps(preds):
+    store = ProbMapStore(r.preds)
+    out = {"store": store, "oof": {}, "cls_auc": {}, "cls_auc_z5": {}, "det_recall": {}}
+    out["pixel"] = [e for e in store_exps(r.preds) if store.manifest(e, "oof")["kind"] == "pixel"]
+    for exp in out["pixel"]:
+        yaml_path = r.work / "ensembles" / f"single_{exp}.yaml"
+        write_yaml(yaml_path, {"members": [{"exp": exp, "kind": "pixel", "weight": 1.0}], "threshold": 0.5})
+        text = r.st.run(f"score {exp} oof", [r.py, "tools/ensemble.py", yaml_path, "--data-root", r.data, "--split",
+                                             "oof", "--out", r.work / "oof" / f"{exp}.csv", "--preds", r.preds,
+                                             "--cache", r.cache])
+        out["oof"][exp] = last_json(text)["score"]
+    # Gating sources (the classifier family and the 2.5D aux heads): per-class OOF ROC-AUC, also after the
+    # 5-slice z mean the ensemble's gating.z_window can apply; detectors: the OOF box recall of organ pixels.
+    for exp in store_exps(r.preds):
         if store.manifest(exp, "oof")["kind"] == "classifier":
-            rep = report_exp(cache, preds, exp, quiet=True)
-            cls_auc[exp] = {c: round(v["auc"], 4) for c, v in rep["classes"].items()}
-            cls_auc_z5[exp] = {c: round(v, 4) for c, v in rep["z_window_auc"]["5"].items()}
-    det_recall: dict[str, float] = {}
-    for f in sorted(Path(preds).glob("*/oof/boxes.json")):
-        det_recall[f.parent.parent.name] = round(json.loads(f.read_text())["box_recall"]["recall"], 5)
-    from kaggle_kit.metric.baselines import empty_baseline, intensity_baseline
-    from kaggle_kit.data.dataset25d import fold_case_days
+            rep = report_exp(r.cache, r.preds, exp, quiet=True)
+            out["cls_auc"][exp] = {c: round(v["auc"], 4) for c, v in rep["classes"].items()}
+            out["cls_auc_z5"][exp] = {c: round(v, 4) for c, v in rep["z_window_auc"]["5"].items()}
+    for f in sorted(Path(r.preds).glob("*/oof/boxes.json")):
+        out["det_recall"][f.parent.parent.name] = round(json.loads(f.read_text())["box_recall"]["recall"], 5)
+    c = Cache(r.cache)
+    out["base_empty"] = empty_baseline(c, c.case_days("train"))["score"]
+    intens = [intensity_baseline(c, fold_case_days(c, k, "train"), fold_case_days(c, k, "val"))
+              for k in range(r.n_folds)]
+    out["base_int"] = float(sum(x["score"] for x in intens) / len(intens))  # the fold mean
+    return out
 
-    c = Cache(cache)
-    base_empty = empty_baseline(c, c.case_days("train"))["score"]
-    intens = []
-    for k in range(n_folds):
-        intens.append(intensity_baseline(c, fold_case_days(c, k, "train"), fold_case_days(c, k, "val")))
-    # pool the folds' intensity baseline by re-scoring is not needed: report the fold mean
-    base_int = float(sum(r["score"] for r in intens) / len(intens))
 
-    # Tune the ensemble on OOF (falls back to the plain average at 0.5 when the tuner is absent).
-    tuned_yaml = work / "ensembles" / "tuned.yaml"
-    tuned_oof = None
-    tune_summary = {}
-    if (ROOT / "tools/tune_oof.py").is_file() and (ROOT / SEARCH[a.preset]).is_file() and pixel:
-        search = work / "ensembles" / "search.yaml"
-        write_search(ROOT / SEARCH[a.preset], search, store, preds)
-        out = st.run("tune", [py, "tools/tune_oof.py", search, "--data-root", data, "--cache", cache,
-                              "--preds", preds, "--out", tuned_yaml])
-        tune_summary = last_json(out)
-        tuned_oof = tune_summary.get("in_sample")
+def stage_tune(r: Run, scores: dict) -> dict:
+    """Tune the ensemble on OOF (the plain average at 0.5 when the tuner is absent); score it on OOF."""
+    tuned_yaml = r.work / "ensembles" / "tuned.yaml"
+    out = {"yaml": tuned_yaml, "oof": None, "summary": {}}
+    pixel = scores["pixel"]
+    if (ROOT / "tools/tune_oof.py").is_file() and (ROOT / SEARCH[r.a.preset]).is_file() and pixel:
+        search = r.work / "ensembles" / "search.yaml"
+        write_search(ROOT / SEARCH[r.a.preset], search, scores["store"], r.preds)
+        text = r.st.run("tune", [r.py, "tools/tune_oof.py", search, "--data-root", r.data, "--cache", r.cache,
+                                 "--preds", r.preds, "--out", tuned_yaml])
+        out["summary"] = last_json(text)
+        out["oof"] = out["summary"].get("in_sample")
     elif pixel:
         write_yaml(tuned_yaml, {"members": [{"exp": e, "kind": "pixel", "weight": 1.0} for e in pixel], "threshold": 0.5})
     if pixel:
-        out = st.run("ensemble oof", [py, "tools/ensemble.py", tuned_yaml, "--data-root", data, "--split", "oof",
-                                      "--out", work / "oof" / "tuned.csv", "--preds", preds, "--cache", cache])
-        tuned_oof = last_json(out)["score"]
+        text = r.st.run("ensemble oof", [r.py, "tools/ensemble.py", tuned_yaml, "--data-root", r.data, "--split",
+                                         "oof", "--out", r.work / "oof" / "tuned.csv", "--preds", r.preds,
+                                         "--cache", r.cache])
+        out["oof"] = last_json(text)["score"]
+    return out
 
-    # Test submission, as on Kaggle: bundle the checkpoints + tuned YAML, run the notebook headless (no network
-    # where `unshare -n` is permitted) on the test split, validate, score against the hidden truth if present.
-    # The same YAML applied to the stored test maps by tools/ensemble.py is scored too (train/serve skew check).
-    sub = work / "submission.csv"
-    test_score = maps_score = None
-    nb_summary = {}
-    if pixel:
-        bundle = work / "bundle"
-        st.run("bundle", [py, "tools/bundle.py", "--out", bundle, "--ensemble", tuned_yaml, "--work-root", work_root,
-                          "--preds", preds, *([] if a.bundle_wheels else ["--no-wheels"])])
-        from run_notebook import can_unshare
-        offline = can_unshare()
-        out = st.run("notebook" + (" (offline)" if offline else ""),
-                     [py, "tools/run_notebook.py", "--bundle", bundle, "--data-root", data, "--out", sub,
-                      "--executed", work / "kaggle_kit_inference.executed.ipynb", *(["--offline"] if offline else [])])
-        nb_summary = last_json(out).get("summary") or {}
-        st.run("validate", [py, "tools/validate_submission.py", sub, "--data-root", data, "--split", "test"])
-        sub_maps = work / "submission_from_maps.csv"
-        st.run("ensemble test maps", [py, "tools/ensemble.py", tuned_yaml, "--data-root", data, "--split", "test",
-                                      "--out", sub_maps, "--preds", preds])
-        truth = data / "test_truth.csv"
-        if truth.is_file():
-            for path in (sub, sub_maps):
-                out = st.run(f"score {path.name}", [py, "tools/score.py", "--truth", truth, "--pred", path,
-                                                    "--data-root", data, "--split", "test"])
-                if path == sub:
-                    test_score = last_json(out)["score"]
-                else:
-                    maps_score = last_json(out)["score"]
 
-    total = time.time() - t_start
+def stage_submission(r: Run, tuned_yaml: Path) -> dict:
+    """The test submission, as on Kaggle: bundle the checkpoints + tuned YAML, run the notebook headless (no
+    network where `unshare -n` is permitted) on the test split, validate, score against the hidden truth if
+    present. The same YAML applied to the stored test maps by tools/ensemble.py is scored too (train/serve
+    skew check)."""
+    from run_notebook import can_unshare
+
+    py, data = r.py, r.data
+    out = {"sub": r.work / "submission.csv", "test": None, "maps": None, "nb": {}}
+    bundle = r.work / "bundle"
+    r.st.run("bundle", [py, "tools/bundle.py", "--out", bundle, "--ensemble", tuned_yaml, "--work-root", r.work_root,
+                        "--preds", r.preds, *([] if r.a.bundle_wheels else ["--no-wheels"])])
+    offline = can_unshare()
+    text = r.st.run("notebook" + (" (offline)" if offline else ""),
+                    [py, "tools/run_notebook.py", "--bundle", bundle, "--data-root", data, "--out", out["sub"],
+                     "--executed", r.work / "kaggle_kit_inference.executed.ipynb", *(["--offline"] if offline else [])])
+    out["nb"] = last_json(text).get("summary") or {}
+    r.st.run("validate", [py, "tools/validate_submission.py", out["sub"], "--data-root", data, "--split", "test"])
+    sub_maps = r.work / "submission_from_maps.csv"
+    r.st.run("ensemble test maps", [py, "tools/ensemble.py", tuned_yaml, "--data-root", data, "--split", "test",
+                                    "--out", sub_maps, "--preds", r.preds])
+    truth = data / "test_truth.csv"
+    if truth.is_file():
+        for path, key in ((out["sub"], "test"), (sub_maps, "maps")):
+            text = r.st.run(f"score {path.name}", [py, "tools/score.py", "--truth", truth, "--pred", path,
+                                                   "--data-root", data, "--split", "test"])
+            out[key] = last_json(text)["score"]
+    return out
+
+
+def print_report(r: Run, total: float, scores: dict, tune: dict, sub: dict) -> None:
+    """The human-readable tables (stdout, before the final JSON line)."""
+    ts = tune["summary"]
     print("\n=== kaggle_kit main job ===")
     print(f"{'stage':<32}{'seconds':>10}")
-    for name, dt in st.times:
+    for name, dt in r.st.times:
         print(f"{name:<32}{dt:>10.1f}")
     print(f"{'total':<32}{total:>10.1f}\n")
     print(f"{'OOF score':<32}{'':>10}")
-    print(f"{'baseline: empty':<32}{base_empty:>10.4f}")
-    print(f"{'baseline: intensity threshold':<32}{base_int:>10.4f}")
-    for e, s in oof_scores.items():
+    print(f"{'baseline: empty':<32}{scores['base_empty']:>10.4f}")
+    print(f"{'baseline: intensity threshold':<32}{scores['base_int']:>10.4f}")
+    for e, s in scores["oof"].items():
         print(f"{e:<32}{s:>10.4f}")
-    if tune_summary:
-        print(f"{'plain average @0.5':<32}{tune_summary.get('plain_average_05', float('nan')):>10.4f}")
+    if ts:
+        print(f"{'plain average @0.5':<32}{ts.get('plain_average_05', float('nan')):>10.4f}")
         # the overfitting guard, like for like: mean over held-out folds of each choice
         print(f"\n{'mean over held-out folds':<32}{'score':>10}")
-        print(f"{'tuned (nested: tuned without it)':<32}{_fmt(tune_summary.get('held_out_mean')):>10}")
-        print(f"{'plain average @0.5':<32}{_fmt(tune_summary.get('plain_average_05_folds_mean')):>10}")
-        for e, v in (tune_summary.get("single_members_folds_mean") or {}).items():
+        print(f"{'tuned (nested: tuned without it)':<32}{_fmt(ts.get('held_out_mean')):>10}")
+        print(f"{'plain average @0.5':<32}{_fmt(ts.get('plain_average_05_folds_mean')):>10}")
+        for e, v in (ts.get("single_members_folds_mean") or {}).items():
             print(f"{e + ' alone @0.5':<32}{_fmt(v):>10}")
-    if tuned_oof is not None:
-        print(f"{'tuned ensemble (in-sample)':<32}{tuned_oof:>10.4f}")
-    for e, aucs in cls_auc.items():
+    if tune["oof"] is not None:
+        print(f"{'tuned ensemble (in-sample)':<32}{tune['oof']:>10.4f}")
+    for e, aucs in scores["cls_auc"].items():
         print(f"classifier {e} OOF ROC-AUC: " + ", ".join(f"{c} {v:.4f}" for c, v in aucs.items())
-              + "; after a 5-slice z mean: " + ", ".join(f"{v:.4f}" for v in cls_auc_z5[e].values()))
-    for e, r in det_recall.items():
-        print(f"detector {e} OOF box recall of organ pixels: {r:.5f}")
-    print(f"{'test: notebook submission':<32}{_fmt(test_score):>10}")
-    print(f"{'test: tools/ensemble.py on maps':<32}{_fmt(maps_score):>10}")
-    if nb_summary:
-        print(f"notebook: {nb_summary.get('mode')} mode, {nb_summary.get('case_days')} case-days, "
-              f"dropped members: {nb_summary.get('dropped') or 'none'}, "
-              f"{nb_summary.get('seconds_per_case_day')} s per case-day in all")
-        if nb_summary.get("failures"):  # the notebook renormalised over the other members: say so loudly
-            print(f"notebook WARNING: {len(nb_summary['failures'])} member failures, first: {nb_summary['failures'][0]}")
-        for m, sec in (nb_summary.get("member_seconds_per_case_day") or {}).items():
+              + "; after a 5-slice z mean: " + ", ".join(f"{v:.4f}" for v in scores["cls_auc_z5"][e].values()))
+    for e, rec in scores["det_recall"].items():
+        print(f"detector {e} OOF box recall of organ pixels: {rec:.5f}")
+    print(f"{'test: notebook submission':<32}{_fmt(sub['test']):>10}")
+    print(f"{'test: tools/ensemble.py on maps':<32}{_fmt(sub['maps']):>10}")
+    nb = sub["nb"]
+    if nb:
+        print(f"notebook: {nb.get('mode')} mode, {nb.get('case_days')} case-days, "
+              f"dropped members: {nb.get('dropped') or 'none'}, "
+              f"{nb.get('seconds_per_case_day')} s per case-day in all")
+        if nb.get("failures"):  # the notebook renormalised over the other members: say so loudly
+            print(f"notebook WARNING: {len(nb['failures'])} member failures, first: {nb['failures'][0]}")
+        for m, sec in (nb.get("member_seconds_per_case_day") or {}).items():
             print(f"  {m}: {sec:.2f} s per case-day (all its folds)")
-    result = {"oof": oof_scores, "tuned_oof": tuned_oof, "test": test_score, "test_from_maps": maps_score,
-              "submission": str(sub) if sub.is_file() else None,
-              "baselines": {"empty": base_empty, "intensity": base_int}, "classifier_auc": cls_auc,
-              "classifier_auc_z5": cls_auc_z5,
-              "detector_box_recall": det_recall, "held_out": tune_summary.get("held_out_mean"),
-              "held_out_plain_average_05": tune_summary.get("plain_average_05_folds_mean"),
-              "held_out_single_members": tune_summary.get("single_members_folds_mean"),
-              "plain_average_05": tune_summary.get("plain_average_05"),
-              "inference_seconds_per_case_day": nb_summary.get("member_seconds_per_case_day"),
-              "notebook_failures": len(nb_summary.get("failures") or []),
+
+
+def main(argv=None) -> int:
+    r = setup(argv)
+    t_start = time.time()
+    stage_data(r)
+    stage_members(r)
+    scores = stage_scores(r)
+    tune = stage_tune(r, scores)
+    sub = {"sub": r.work / "submission.csv", "test": None, "maps": None, "nb": {}}
+    if scores["pixel"]:
+        sub = stage_submission(r, tune["yaml"])
+    total = time.time() - t_start
+    print_report(r, total, scores, tune, sub)
+    ts, nb = tune["summary"], sub["nb"]
+    result = {"oof": scores["oof"], "tuned_oof": tune["oof"], "test": sub["test"], "test_from_maps": sub["maps"],
+              "submission": str(sub["sub"]) if sub["sub"].is_file() else None,
+              "baselines": {"empty": scores["base_empty"], "intensity": scores["base_int"]},
+              "classifier_auc": scores["cls_auc"], "classifier_auc_z5": scores["cls_auc_z5"],
+              "detector_box_recall": scores["det_recall"], "held_out": ts.get("held_out_mean"),
+              "held_out_plain_average_05": ts.get("plain_average_05_folds_mean"),
+              "held_out_single_members": ts.get("single_members_folds_mean"),
+              "plain_average_05": ts.get("plain_average_05"),
+              "inference_seconds_per_case_day": nb.get("member_seconds_per_case_day"),
+              "notebook_failures": len(nb.get("failures") or []),
               "seconds": round(total, 1)}
     print(json.dumps(result))
     return 0
@@ -282,4 +416,4 @@ def write_search(template: Path, out: Path, store, preds: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

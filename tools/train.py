@@ -6,14 +6,17 @@
     torchrun --nproc_per_node 2 tools/train.py CONFIG --fold 0   # DDP (gloo on CPU, nccl on CUDA)
 
 Outputs go to <work_root>/<family>/<exp>/fold<K>/: resolved config, training checkpoints (for --resume),
-logs (TensorBoard, JSON, metrics.csv) and the self-describing inference checkpoints best.pth / last.pth.
+logs (TensorBoard, JSON, metrics.csv) and the self-describing inference checkpoints best.pth / last.pth;
+``done.json`` is written last, when the fold's training returned (tools/run_all.py skips only such folds).
+A fold that the cache's folds.csv lacks, or a config that does not validate, exits 2 with one ``error:`` line.
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import time
 from pathlib import Path
 
+from kaggle_kit.cli import run
 from kaggle_kit.env import setup_offline
 
 
@@ -38,31 +41,33 @@ def main(argv=None) -> int:
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
     a = ap.parse_intermixed_args(argv)  # overrides may follow options
     setup_offline()
-    from kaggle_kit.config import ConfigError, dump_config, load_config
-    from kaggle_kit.paths import work_dir
+    from kaggle_kit.config import dump_config, load_config
+    from kaggle_kit.data.cache import check_folds
+    from kaggle_kit.paths import fold_done_marker, work_dir
     from kaggle_kit.registry import resolve
-    from kaggle_kit.utils import atomic_write_text
+    from kaggle_kit.utils import atomic_write_json, atomic_write_text
 
-    try:
-        cfg = load_config(a.config, a.overrides)
-        fam = resolve("family", cfg["family"])
-    except (ConfigError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     try:
         folds = parse_folds(a.fold)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        ap.error(str(e))
+    cfg = load_config(a.config, a.overrides)
+    fam = resolve("family", cfg["family"])
+    check_folds(cfg["cache"], folds, "--fold")  # before any fold folder is made
     exp = cfg.get("exp") or Path(a.config).stem
     for fold in folds:  # several folds in one process: the imports and start-up are paid once
         wd = work_dir(cfg["work_root"], cfg["family"], exp, fold)
         wd.mkdir(parents=True, exist_ok=True)
+        done = fold_done_marker(cfg["work_root"], cfg["family"], exp, fold)
+        done.unlink(missing_ok=True)  # a fold being (re)trained is not finished until it returns
         atomic_write_text(wd / "config.yaml", dump_config(cfg))
+        t0 = time.time()
         fam.train(cfg, fold, exp, resume=a.resume)
+        atomic_write_json(done, {"fold": fold, "exp": exp, "family": cfg["family"], "config": str(a.config),
+                                 "seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         print(f"done: {wd}", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

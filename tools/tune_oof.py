@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from kaggle_kit.cli import run
 from kaggle_kit.data.raw import DataError
 from kaggle_kit.io.probmaps import ProbMapError, read_manifest
 from kaggle_kit.tune.search import SearchError, load_oof, load_search_space, tune_oof
@@ -98,4 +99,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

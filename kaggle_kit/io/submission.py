@@ -60,10 +60,13 @@ def expected_rows(data_root, split: str = "test", slices: pd.DataFrame | None = 
         if len(df):
             rows = df[["id", "class"]].reset_index(drop=True)
             _check_rows(rows, str(p))
+            rows.attrs["source"] = str(p)
             return rows
     if slices is None:
         slices = discover_split(root, split)
-    return rows_from_slices(slices)
+    rows = rows_from_slices(slices)
+    rows.attrs["source"] = f"the images under {root / split}"
+    return rows
 
 
 def _check_rows(rows: pd.DataFrame, source: str) -> None:
@@ -78,13 +81,16 @@ def _check_rows(rows: pd.DataFrame, source: str) -> None:
 
 
 def attach_geometry(rows: pd.DataFrame, slices: pd.DataFrame, source: str = "rows") -> pd.DataFrame:
-    """rows + columns case_day, z, height, width from the slice table; SubmissionError for an id without image."""
+    """rows + columns case_day, z, height, width from the slice table; SubmissionError for an id without image
+    (naming ``source`` and the file the rows came from, ``rows.attrs["source"]`` of ``expected_rows``)."""
     geo = slices.set_index("id")[["case_day", "z", "height", "width"]]
     missing = ~rows["id"].isin(geo.index)
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
-        raise SubmissionError(f"{source}: row {i + 2} id {rows['id'].iloc[i]!r} has no image "
-                              f"({int(missing.sum())} such row(s))")
+        origin = rows.attrs.get("source")
+        where = f"{source} (from {origin})" if origin and origin != source else source
+        raise SubmissionError(f"{where}: row {i + 2} id {rows['id'].iloc[i]!r} has no image "
+                              f"({int(missing.sum())} such row(s)); the rows and the image folder must match")
     return rows.join(geo, on="id")
 
 
@@ -101,9 +107,48 @@ def write_submission(path, rows: pd.DataFrame, predicted) -> Path:
     lines = [",".join(HEADER)]
     lines += [f"{i},{c},{p}" for i, c, p in zip(rows["id"], rows["class"], predicted)]
     path = Path(path)
+    if path.is_dir():
+        raise SubmissionError(f"{path}: is a folder; --out must be a file path (e.g. {path / 'submission.csv'})")
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     return path
+
+
+def _check_same_rows(sub: pd.DataFrame, rows: pd.DataFrame, sub_path: Path) -> None:
+    """SubmissionError naming the first bad row of ``sub`` (CSV line numbers, header = 1): a repeated row,
+    a row that is not expected (extra), a missing expected row, or rows out of order; and the file the
+    expected rows come from."""
+    origin = rows.attrs.get("source", "the expected rows")
+    dup = sub.duplicated(["id", "class"])
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((sub["id"] == sub["id"].iloc[i]) & (sub["class"] == sub["class"].iloc[i]))[0])
+        raise SubmissionError(f"{sub_path}: row {i + 2} repeats ({sub['id'].iloc[i]}, {sub['class'].iloc[i]}) of "
+                              f"row {first + 2}; each (id, class) of {origin} must appear once")
+    n = min(len(sub), len(rows))
+    s_key = list(zip(sub["id"], sub["class"]))
+    r_key = list(zip(rows["id"], rows["class"]))
+    diff = [i for i in range(n) if s_key[i] != r_key[i]]
+    if diff:
+        i = diff[0]
+        expected = set(r_key)
+        if s_key[i] not in expected:
+            raise SubmissionError(f"{sub_path}: row {i + 2} ({s_key[i][0]}, {s_key[i][1]}) is not an expected row "
+                                  f"(extra; {origin} has no such row); remove it")
+        if r_key[i] not in set(s_key):
+            raise SubmissionError(f"{sub_path}: row {i + 2} is ({s_key[i][0]}, {s_key[i][1]}); expected "
+                                  f"({r_key[i][0]}, {r_key[i][1]}), which is missing from the submission "
+                                  f"({len(sub)} rows, {len(rows)} expected from {origin})")
+        raise SubmissionError(f"{sub_path}: row {i + 2} is ({s_key[i][0]}, {s_key[i][1]}); expected "
+                              f"({r_key[i][0]}, {r_key[i][1]}) (ids, classes and order must match {origin} exactly)")
+    if len(sub) > len(rows):
+        i = len(rows)
+        raise SubmissionError(f"{sub_path}: {len(sub)} rows; expected {len(rows)} (from {origin}): row {i + 2} "
+                              f"({s_key[i][0]}, {s_key[i][1]}) and the rest after it are extra")
+    if len(sub) < len(rows):
+        i = len(sub)
+        raise SubmissionError(f"{sub_path}: {len(sub)} rows; expected {len(rows)} (from {origin}): row {i + 2} "
+                              f"({r_key[i][0]}, {r_key[i][1]}) and {len(rows) - len(sub) - 1} more are missing")
 
 
 def validate_submission(sub_path, data_root, split: str = "test", slices: pd.DataFrame | None = None,
@@ -128,15 +173,7 @@ def validate_submission(sub_path, data_root, split: str = "test", slices: pd.Dat
         slices = discover_split(data_root, split)
     if rows is None:
         rows = expected_rows(data_root, split, slices)
-    if len(sub) != len(rows):
-        raise SubmissionError(f"{sub_path}: {len(sub)} rows; expected {len(rows)}")
-    for col in ("id", "class"):
-        diff = sub[col].to_numpy() != rows[col].to_numpy()
-        if diff.any():
-            i = int(np.flatnonzero(diff)[0])
-            raise SubmissionError(
-                f"{sub_path}: row {i + 2} is ({sub['id'].iloc[i]}, {sub['class'].iloc[i]}); expected "
-                f"({rows['id'].iloc[i]}, {rows['class'].iloc[i]}) (ids, classes and order must match exactly)")
+    _check_same_rows(sub, rows, sub_path)
     if not len(rows):
         return {"rows": 0, "non_empty": 0}
     try:
