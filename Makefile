@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?=
 PRESET ?= tiny
-WORK ?= demo_out
+# empty: run_all's default, demo_out (synthetic) or demo_out-<name>-<hash> per DATA root (never shared)
+WORK ?=
 
 .PHONY: install demo test test-slow bench lint clean
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python tools/run_all.py --work $(WORK) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),)
+	$(BIN)/python tools/run_all.py $(if $(WORK),--work $(WORK),) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),)
 
 test: install
 	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q
@@ -34,4 +35,4 @@ lint: install
 	$(BIN)/ruff check kaggle_kit tools tests benchmarks
 
 clean:
-	rm -rf $(WORK) .pytest_cache
+	rm -rf $(if $(WORK),$(WORK),demo_out demo_out-*) .pytest_cache

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from kaggle_kit.cli import run
 from kaggle_kit.env import setup_offline
 
 
@@ -43,4 +44,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

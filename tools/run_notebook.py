@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kaggle_kit.cli import run
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "submission" / "kaggle_kit_inference.ipynb"
 
@@ -104,4 +106,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)
