@@ -20,17 +20,19 @@ def dataset_kwargs(data_cfg: dict) -> dict:
     )
 
 
-def make_datasets(cfg: dict, cache: Cache, fold, boxes=None):
+def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
     """(train, val) SliceDataset25D of one fold from a family config's ``data`` section (val None for
     ``fold="all"``). ``boxes``: the crop table when ``data.crop == "boxes"`` (at train time the ground-truth
-    boxes, :func:`kaggle_kit.io.boxes.truth_boxes`, jittered here; the detector's own at predict time)."""
+    boxes, :func:`kaggle_kit.io.boxes.train_boxes_for`, jittered here; the detector's own at predict time);
+    ``val_boxes``: the validation set's table (default ``boxes``; the detector's OOF boxes in training)."""
     d = cfg["data"]
     kw = dataset_kwargs(d)
     if d["crop"] == "boxes" and boxes is None:
-        raise ValueError("data.crop is 'boxes': pass the box table (kaggle_kit.io.boxes.truth_boxes)")
+        raise ValueError("data.crop is 'boxes': pass the box table (kaggle_kit.io.boxes.train_boxes_for)")
     train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],
                                augment=build_augment(d["augment"], d["hflip"]), ambiguous_margin=d["ambiguous_margin"],
                                boxes=boxes, box_jitter=d["box_jitter"], **kw)
     val_cds = fold_case_days(cache, fold, "val")
-    val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=boxes, **kw) if val_cds else None
+    val_boxes = boxes if val_boxes is None else val_boxes
+    val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=val_boxes, **kw) if val_cds else None
     return train_ds, val_ds

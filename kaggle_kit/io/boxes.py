@@ -33,6 +33,7 @@ __all__ = [
     "load_boxes",
     "load_boxes_for",
     "read_boxes_manifest",
+    "train_boxes_for",
     "truth_boxes_matching",
     "expand_box",
     "mask_box",
@@ -181,6 +182,33 @@ def truth_boxes_matching(cache: Cache, split: str, pred_root, exp: str) -> pd.Da
     man = read_boxes_manifest(pred_root, exp, "oof")
     d = man["data"]
     return truth_boxes(cache, split, mode=d["mode"], margin=man["params"]["margin"], body_frac=d["body_frac"])
+
+
+def train_boxes_for(cfg: dict, cache: Cache) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """(train, val) crop tables of a family config at training time; (None, None) unless ``data.crop == "boxes"``.
+
+    train: ground-truth boxes of every train case-day built like detector experiment ``data.boxes_exp``'s
+    (``truth_boxes_matching``: same mode, body threshold and margin; the dataset jitters them). val: that
+    detector's OOF boxes, the ones the OOF maps will be predicted with, so the validation score measures
+    the crops the model will see (ground truth for case-days the detector has not predicted). Both need the
+    detector's OOF boxes (``boxes.json`` + ``boxes.csv``): train and predict the detector (``--split oof``)
+    before any member that crops with it.
+    """
+    if cfg["data"]["crop"] != "boxes":
+        return None, None
+    exp = cfg["data"]["boxes_exp"]
+    if not exp:
+        raise ValueError("data.crop is 'boxes' but data.boxes_exp is not set: name the detector experiment")
+    p = boxes_path(cfg["pred_root"], exp, "oof").with_name("boxes.json")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no OOF boxes of detector experiment {exp!r} (data.boxes_exp). A crop=boxes "
+                                f"member trains on ground-truth boxes made like that detector's: train it and run "
+                                f"tools/predict.py <det config> --split oof first")
+    truth = truth_boxes_matching(cache, "train", cfg["pred_root"], exp)
+    det = load_boxes(cfg["pred_root"], exp, "oof")[BOX_COLUMNS]
+    have = set(det.index.get_level_values(0))
+    rest = truth[~truth.index.get_level_values(0).isin(have)]  # case-days the detector has no OOF boxes for
+    return truth, pd.concat([det, rest]).sort_index()
 
 
 def load_boxes_for(cfg: dict, split: str) -> pd.DataFrame | None:
