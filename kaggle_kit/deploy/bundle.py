@@ -12,6 +12,7 @@ fetched with ``pip download --no-deps`` for a chosen Python version and platform
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata as md
 import re
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import yaml
 
+from kaggle_kit.config import parse_yaml
 from kaggle_kit.engine.checkpoint import load_inference_checkpoint
 from kaggle_kit.io.probmaps import ProbMapStore
 from kaggle_kit.paths import inference_checkpoint
-from kaggle_kit.utils import atomic_write_json, atomic_write_text
+from kaggle_kit.utils import UserError, atomic_write_json, atomic_write_text, staged_dir
 
 __all__ = ["RUNTIME_ROOTS", "dependency_closure", "build_bundle"]
 
@@ -97,14 +99,52 @@ def _download_wheels(dists: dict[str, str], dest: Path, python_version: str, pla
                 raise RuntimeError(f"could not get a wheel for {spec}: {p.stderr[-500:]} {w.stderr[-500:]}")
 
 
+class BundleOutError(UserError, ValueError):
+    """An ``--out`` that building the bundle could destroy: the project, a folder holding the inputs, or a
+    non-empty folder that is not a previous bundle."""
+
+
+def check_bundle_out(out, inputs) -> Path:
+    """The resolved ``out``; BundleOutError unless it is new, empty, or a previous bundle (has bundle.json),
+    and neither the project root, the current or home folder, nor an input or a folder above one."""
+    final = Path(out).resolve()
+    for name, danger in (("the project root", ROOT), ("the current folder", Path.cwd()), ("your home folder", Path.home())):
+        if final == danger.resolve():
+            raise BundleOutError(f"--out {out}: is {name}; building a bundle replaces its --out folder: pass a new "
+                                 "folder, e.g. bundle/")
+    for src in inputs:
+        src = Path(src).resolve()
+        if final == src or final in src.parents:
+            raise BundleOutError(f"--out {out}: holds the input {src}; pass a new folder outside it")
+    if final.exists():
+        if not final.is_dir():
+            raise BundleOutError(f"--out {out}: is a file; pass a folder")
+        if any(final.iterdir()) and not (final / "bundle.json").is_file():
+            raise BundleOutError(f"--out {out}: a non-empty folder that is not a previous bundle (no bundle.json); "
+                                 "pass a new or empty folder")
+    return final
+
+
+def _staged_out(build):
+    """Build into a hidden sibling folder, checked first (``check_bundle_out``); it replaces ``out`` only
+    when the whole build succeeded, so a bad input or a kill never costs the user's folder or a good bundle."""
+    @functools.wraps(build)
+    def wrapper(out, ensemble_yaml, work_root, preds_root, **kw):
+        final = check_bundle_out(out, [ensemble_yaml, work_root, preds_root])
+        with staged_dir(final) as tmp:
+            return build(tmp, ensemble_yaml, work_root, preds_root, **kw)
+    return wrapper
+
+
+@_staged_out
 def build_bundle(out, ensemble_yaml, work_root, preds_root, *, python_version: str = "3.11",
                  platform: str = "manylinux2014_x86_64", wheels: bool = True, which: str = "best") -> dict:
     """Assemble the bundle folder; returns its manifest. Every checkpoint is test-loaded (weights_only)."""
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    out = Path(out)  # an empty staging folder (_staged_out)
     (out / "checkpoints").mkdir(parents=True)
-    ens = yaml.safe_load(Path(ensemble_yaml).read_text())
+    ens = parse_yaml(Path(ensemble_yaml).read_text(), str(ensemble_yaml))
+    if not isinstance(ens, dict) or not isinstance(ens.get("members"), list):
+        raise BundleOutError(f"{ensemble_yaml}: not an ensemble YAML (no members list); pass tools/tune_oof.py's output")
     store = ProbMapStore(preds_root)
     members, families = [], set()
     for m in ens["members"]:
