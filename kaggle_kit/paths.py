@@ -11,7 +11,7 @@ def work_dir(root: str | Path, family: str, exp: str, fold) -> Path:
     return Path(root) / family / exp / f"fold{fold}"
 
 
-def inference_checkpoint(root: str | Path, family: str, exp: str, fold, which: str = "best") -> Path:
+def inference_checkpoint(root: str | Path, family: str, exp: str, fold, which: str = "last") -> Path:
     """The exported, self-describing inference checkpoint (``best.pth`` or ``last.pth``) of a fold."""
     if which not in ("best", "last"):
         raise KeyError(f"unknown checkpoint {which!r}; options: ['best', 'last']")

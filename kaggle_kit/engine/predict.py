@@ -16,7 +16,7 @@ def available_folds(cache: Cache) -> list[int]:
 
 
 def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, work_root, pred_root,
-                  make_predictor, folds=None, which: str = "best", tta: str = "none", aux_exp: str | None = None,
+                  make_predictor, folds=None, which: str = "last", tta: str = "none", aux_exp: str | None = None,
                   boxes_for=None, predictor_kwargs: dict | None = None) -> dict:
     """Run ``make_predictor(ckpt_path)`` models and write maps for ``split`` ("oof" or "test").
 
