@@ -13,6 +13,12 @@ field, an end slice missed, a small false-positive blob), then times, per volume
 It prints the time per volume of each (kaggle_kit: median of ``--repeat`` runs; scipy: one run, it is
 slow), their ratio, and the largest absolute difference of the per-class normalised Hausdorff distances and
 of the per-class Dice values between the two. Numba compilation (or cache loading) is done before timing.
+
+A second table does the same for the ``mlebench`` variant (MLE-bench's grader) on the same volumes:
+``Scorer("mlebench").add`` against the grader's own approach (per-row Dice in numpy; the three classes
+ORed, the column-major view, ``np.argwhere`` coordinates divided by (D, H, W) and ``directed_hausdorff``
+both ways, the 10x / empty / identical rules), with the difference of the case-day Hausdorff terms and of
+the Dice means. ``--variants`` picks the tables (default: both).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
+from kaggle_kit.metric.mlebench import column_major_view, hausdorff_reference
 from kaggle_kit.metric.scorer import MetricConfig, Scorer
 
 SHAPES = ((144, 266, 266), (144, 310, 360))
@@ -141,6 +148,20 @@ def scipy_reference(pred: np.ndarray, truth: np.ndarray):
     return dice, hd
 
 
+def mlebench_reference(pred: np.ndarray, truth: np.ndarray):
+    """MLE-bench's grader on one case-day, as it computes it: (per-row Dice list, Hausdorff term)."""
+    dice = []
+    for c in range(3):
+        p = ((pred >> c) & 1).astype(bool)
+        t = ((truth >> c) & 1).astype(bool)
+        inter = (p & t).sum((1, 2))
+        den = p.sum((1, 2)) + t.sum((1, 2))
+        dice += (2 * inter[den > 0] / den[den > 0]).tolist()
+    p_or = column_major_view((pred & 7) != 0)
+    t_or = column_major_view((truth & 7) != 0)
+    return dice, hausdorff_reference(p_or, t_or)
+
+
 def _timed(fn, *args):
     """(result, wall seconds, CPU seconds of this process): CPU time is the steadier number on a shared
     machine (both implementations are single-threaded)."""
@@ -154,43 +175,81 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=2, help="volumes per geometry")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="kaggle_kit runs per volume (median reported)")
+    ap.add_argument("--variants", nargs="+", choices=["3d", "mlebench"], default=["3d", "mlebench"])
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    warm = Scorer(MetricConfig())
-    t = organ_truth((16, 32, 32), rng)
-    warm.add("warmup", slightly_wrong(t, rng), t)  # numba compilation (or cache load) is not timed
+    for name in ("3d", "mlebench"):
+        warm = Scorer(MetricConfig.from_name(name))
+        t = organ_truth((16, 32, 40), rng)
+        warm.add("warmup", slightly_wrong(t, rng), t)  # numba compilation (or cache load) is not timed
+    vols = [(shape, r, organ_truth(shape, rng)) for shape in SHAPES for r in range(a.reps)]
+    vols = [(shape, r, truth, slightly_wrong(truth, rng)) for shape, r, truth in vols]
+    if "3d" in a.variants:
+        _table_default(vols, a.repeat)
+    if "mlebench" in a.variants:
+        _table_mlebench(vols, a.repeat)
+    return 0
 
+
+def _table_default(vols, repeat) -> None:
+    print("variant 3d (default): Scorer vs per-class argwhere + directed_hausdorff")
     print(f"{'shape':>12} {'vol':>3} {'fg voxels':>9} | {'wall ms: ours':>13} {'scipy':>8} {'ratio':>6} | "
           f"{'cpu ms: ours':>12} {'scipy':>8} {'ratio':>6} | {'max|dHD|':>8} {'max|dDice|':>10}")
     tot = np.zeros(4)  # wall ours, wall scipy, cpu ours, cpu scipy
     worst = 0.0
-    for shape in SHAPES:
-        for r in range(a.reps):
-            truth = organ_truth(shape, rng)
-            pred = slightly_wrong(truth, rng)
-            runs = []
-            for _ in range(a.repeat):  # a fresh Scorer each time: nothing carried over but numba's code
-                scorer = Scorer(MetricConfig())
-                rec, wall, cpu = _timed(scorer.add, f"vol{r}", pred, truth)
-                runs.append((wall, cpu))
-            w_ours, c_ours = np.median(runs, axis=0)
-            (dice_ref, hd_ref), w_ref, c_ref = _timed(scipy_reference, pred, truth)
-            dhd = max(abs(rec["hd"][c] - hd_ref[c]) for c in range(3) if not np.isnan(hd_ref[c]))
-            ddice = max(
-                abs(scorer.result()["per_class"][cls]["dice"] - (np.mean(dice_ref[c]) if dice_ref[c] else 1.0))
-                for c, cls in enumerate(scorer.classes)
-            )
-            worst = max(worst, dhd, ddice)
-            tot += (w_ours, w_ref, c_ours, c_ref)
-            fg = int((truth > 0).sum())
-            print(f"{'x'.join(map(str, shape)):>12} {r:>3} {fg:>9} | {w_ours * 1e3:>13.1f} {w_ref * 1e3:>8.1f} "
-                  f"{w_ref / w_ours:>6.1f} | {c_ours * 1e3:>12.1f} {c_ref * 1e3:>8.1f} {c_ref / c_ours:>6.1f} | "
-                  f"{dhd:>8.1e} {ddice:>10.1e}")
-    n = len(SHAPES) * a.reps
+    for shape, r, truth, pred in vols:
+        runs = []
+        for _ in range(repeat):  # a fresh Scorer each time: nothing carried over but numba's code
+            scorer = Scorer(MetricConfig())
+            rec, wall, cpu = _timed(scorer.add, f"vol{r}", pred, truth)
+            runs.append((wall, cpu))
+        w_ours, c_ours = np.median(runs, axis=0)
+        (dice_ref, hd_ref), w_ref, c_ref = _timed(scipy_reference, pred, truth)
+        dhd = max(abs(rec["hd"][c] - hd_ref[c]) for c in range(3) if not np.isnan(hd_ref[c]))
+        ddice = max(
+            abs(scorer.result()["per_class"][cls]["dice"] - (np.mean(dice_ref[c]) if dice_ref[c] else 1.0))
+            for c, cls in enumerate(scorer.classes)
+        )
+        worst = max(worst, dhd, ddice)
+        tot += (w_ours, w_ref, c_ours, c_ref)
+        fg = int((truth > 0).sum())
+        print(f"{'x'.join(map(str, shape)):>12} {r:>3} {fg:>9} | {w_ours * 1e3:>13.1f} {w_ref * 1e3:>8.1f} "
+              f"{w_ref / w_ours:>6.1f} | {c_ours * 1e3:>12.1f} {c_ref * 1e3:>8.1f} {c_ref / c_ours:>6.1f} | "
+              f"{dhd:>8.1e} {ddice:>10.1e}")
+    n = len(vols)
     print(f"overall per volume: wall {tot[0] * 1e3 / n:.1f} ms vs scipy {tot[1] * 1e3 / n:.1f} ms "
           f"({tot[1] / tot[0]:.1f}x); cpu {tot[2] * 1e3 / n:.1f} ms vs {tot[3] * 1e3 / n:.1f} ms "
           f"({tot[3] / tot[2]:.1f}x); max abs difference {worst:.2e}")
-    return 0
+
+
+def _table_mlebench(vols, repeat) -> None:
+    print("variant mlebench: Scorer('mlebench') vs the grader's approach (classes ORed, column-major view, "
+          "argwhere / (D, H, W) + directed_hausdorff)")
+    print(f"{'shape':>12} {'vol':>3} {'fg voxels':>9} | {'wall ms: ours':>13} {'scipy':>8} {'ratio':>6} | "
+          f"{'cpu ms: ours':>12} {'scipy':>8} {'ratio':>6} | {'|dHD|':>8} {'|dDice|':>8}")
+    tot = np.zeros(4)
+    worst = 0.0
+    for shape, r, truth, pred in vols:
+        runs = []
+        for _ in range(repeat):
+            scorer = Scorer("mlebench")
+            rec, wall, cpu = _timed(scorer.add, f"vol{r}", pred, truth)
+            runs.append((wall, cpu))
+        w_ours, c_ours = np.median(runs, axis=0)
+        (dice_ref, hd_ref), w_ref, c_ref = _timed(mlebench_reference, pred, truth)
+        res = scorer.result()
+        dhd = abs(res["hausdorff"] - hd_ref)
+        ddice = abs(res["dice"] - (np.mean(dice_ref) if dice_ref else 1.0))
+        worst = max(worst, dhd, ddice)
+        tot += (w_ours, w_ref, c_ours, c_ref)
+        fg = int((truth > 0).sum())
+        print(f"{'x'.join(map(str, shape)):>12} {r:>3} {fg:>9} | {w_ours * 1e3:>13.1f} {w_ref * 1e3:>8.1f} "
+              f"{w_ref / w_ours:>6.1f} | {c_ours * 1e3:>12.1f} {c_ref * 1e3:>8.1f} {c_ref / c_ours:>6.1f} | "
+              f"{dhd:>8.1e} {ddice:>8.1e}")
+    n = len(vols)
+    print(f"overall per volume (mlebench): wall {tot[0] * 1e3 / n:.1f} ms vs scipy {tot[1] * 1e3 / n:.1f} ms "
+          f"({tot[1] / tot[0]:.1f}x); cpu {tot[2] * 1e3 / n:.1f} ms vs {tot[3] * 1e3 / n:.1f} ms "
+          f"({tot[3] / tot[2]:.1f}x); max abs difference {worst:.2e}")
 
 
 if __name__ == "__main__":

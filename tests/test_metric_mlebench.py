@@ -248,3 +248,15 @@ def test_csv_grader_equals_in_memory_variant(items):
     if g.n_dice_rows and g.n_hd_terms:
         assert g.score == pytest.approx(r["score"], abs=1e-12)
     assert math.isnan(g.dice) == (g.n_dice_rows == 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (2, 13, 9), (4, 16, 17)])
+def test_any_bits_kernel_equals_numpy_twin(shape):
+    from kaggle_kit.metric.mlebench import any_bits, any_bits_np
+
+    rng = np.random.default_rng(sum(shape))
+    vol = rng.integers(0, 256, shape).astype(np.uint8)
+    for mask in (1, 7, 0x18, 0xFF):
+        got = any_bits(vol, mask)
+        assert got.dtype == np.uint8 and got.shape == shape
+        np.testing.assert_array_equal(got, any_bits_np(vol, mask))

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from kaggle_kit.data.raw import DataError
 from kaggle_kit.metric.kernels import INF, directed_from_scan, scan
@@ -61,6 +62,8 @@ __all__ = [
     "grade_frames",
     "hausdorff_mlebench",
     "hausdorff_reference",
+    "any_bits",
+    "any_bits_np",
     "parse_rle_lenient",
     "unit_cube_weights",
 ]
@@ -113,21 +116,29 @@ def hausdorff_mlebench(pred: np.ndarray, truth: np.ndarray, work: dict | None = 
     unit-cube Hausdorff distance / sqrt(3). work: optional dict reused across calls (kernel buffers).
     """
     p, t = _as_mask(pred, "pred"), _as_mask(truth, "truth")
-    norm_shape = t.shape
-    if p.shape != t.shape:
+    return _hausdorff(p, t, t.shape, work)
+
+
+def _hausdorff(p, t, norm_shape, work, swap_yx=False) -> float:
+    """:func:`hausdorff_mlebench` of uint8 0/1 volumes; norm_shape: the truth's (D, H, W) in the grader's
+    view; swap_yx: the volumes are that view with axes 1 and 2 swapped (see :func:`case_day_hd`)."""
+    same_shape = p.shape == t.shape
+    if not same_shape:
         common = tuple(max(a, b) for a, b in zip(p.shape, t.shape))
         p, t = _pad_to(p, common), _pad_to(t, common)
     sc = scan(p, t, 1)
     gp, gg, gi = (int(v) for v in sc.counts[:, 0, :].sum(0))
     if gp == 0 and gg == 0:
         return float("nan")
-    if gp == gg == gi and pred.shape == truth.shape:
+    if gp == gg == gi and same_shape:
         return 0.0
     if gp == 0 or gg == 0:
         return 1.0
     if gp > 10 * gg:
         return 1.0
     weights, n = unit_cube_weights(norm_shape)
+    if swap_yx:
+        weights = (weights[0], weights[2], weights[1])
     work = {} if work is None else work
     sq = 0
     if gi < gp:  # some predicted voxel lies outside the truth
@@ -138,15 +149,40 @@ def hausdorff_mlebench(pred: np.ndarray, truth: np.ndarray, work: dict | None = 
     return math.sqrt(sq) / n / SQRT3
 
 
+@njit(cache=True, nogil=True)
+def _any_bits(src, mask, out):
+    for i in range(src.size):
+        out[i] = np.uint8(1) if src[i] & mask else np.uint8(0)
+
+
+def any_bits(vol: np.ndarray, mask: int) -> np.ndarray:
+    """uint8 0/1 array of the same shape: 1 where ``vol & mask`` is non-zero (one pass). vol: uint8."""
+    vol = np.ascontiguousarray(vol, dtype=np.uint8)
+    out = np.empty(vol.shape, np.uint8)
+    _any_bits(vol.reshape(-1), np.uint8(mask), out.reshape(-1))
+    return out
+
+
+def any_bits_np(vol: np.ndarray, mask: int) -> np.ndarray:
+    """Numpy twin of :func:`any_bits`."""
+    return ((np.asarray(vol, np.uint8) & np.uint8(mask)) != 0).astype(np.uint8)
+
+
 def case_day_hd(pred: np.ndarray, truth: np.ndarray, n_classes: int = 3, work: dict | None = None) -> float:
     """The grader's Hausdorff term of one case-day from uint8 (D, H, W) bit flags in the true row-major
-    geometry (bits >= n_classes ignored): classes ORed, column-major view, :func:`hausdorff_mlebench`."""
-    mask = np.uint8((1 << n_classes) - 1)
-    p = (np.asarray(pred) & mask) != 0
-    t = (np.asarray(truth) & mask) != 0
-    if p.shape[1] != p.shape[2]:  # on square slices the view is a transpose: distances unchanged
-        p, t = column_major_view(p), column_major_view(t)
-    return hausdorff_mlebench(p, t, work)
+    geometry (bits >= n_classes ignored): classes ORed, column-major view, :func:`hausdorff_mlebench`.
+
+    The column-major view of a slice, transposed, is its row-major buffer read as (W, H): so the volumes
+    are scored as ``reshape(D, W, H)`` (no copy) with the y and x weights swapped, which gives the same
+    distances as the view itself and keeps the runs of the true rows (the view cuts them into many).
+    """
+    d, h, w = np.shape(truth)
+    if np.shape(pred) != (d, h, w):
+        raise ValueError(f"pred shape {np.shape(pred)} != truth shape {(d, h, w)}")
+    mask = (1 << n_classes) - 1
+    p = any_bits(pred, mask).reshape(d, w, h)
+    t = any_bits(truth, mask).reshape(d, w, h)
+    return _hausdorff(p, t, (d, h, w), work, swap_yx=True)
 
 
 def hausdorff_reference(pred: np.ndarray, truth: np.ndarray) -> float:
