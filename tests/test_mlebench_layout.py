@@ -65,3 +65,29 @@ def test_validator_warns_on_a_placeholder_submission(synth_root, tmp_path):
     sub.rename(columns={"segmentation": "predicted"}).to_csv(tmp_path / "real.csv", index=False)
     p = run_tool("validate_submission.py", tmp_path / "real.csv", "--data-root", root)
     assert "WARNING" not in p.stderr and "placeholder" not in json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_run_all_detects_the_layout_without_training(tmp_path):
+    import runpy
+
+    from .conftest import ROOT
+
+    ra = runpy.run_path(str(ROOT / "tools" / "run_all.py"))
+    info, metric, line = ra["describe_layout"](_write(tmp_path / "mle"), None)
+    assert info is not None and metric == "mlebench"
+    assert "MLE-bench layout detected" in line and "'1 1 5 2'" in line and "9 (id, class) rows" in line
+    assert ra["describe_layout"](tmp_path / "mle", "default")[1] == "default"  # --metric wins
+    info, metric, line = ra["describe_layout"](_write(tmp_path / "kaggle", predicted=""), None)
+    assert info is None and metric == "default" and "Kaggle" in line
+    # the search YAML run_all writes carries the tuning metric
+    tpl = tmp_path / "tpl.yaml"
+    tpl.write_text("members: []\nthreshold: [0.5]\n")
+
+    class _Store:
+        def manifest(self, exp, split):
+            return {"kind": "pixel"}
+
+    ra["write_search"](tpl, tmp_path / "s.yaml", _Store(), tmp_path / "preds", "mlebench")
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "s.yaml").read_text())["metric"] == "mlebench"

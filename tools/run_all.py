@@ -92,6 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--bundle-wheels", action="store_true",
                     help="put dependency wheels in the bundle (pip download; the notebook here runs in this venv)")
     ap.add_argument("--families", nargs="*", default=None, help="subset of the preset's configs (by family name)")
+    ap.add_argument("--metric", default=None,
+                    help="metric the tuner optimises: default (Kaggle-style), mlebench (MLE-bench's grader) or any "
+                         "MetricConfig name; the OOF score is reported under both default and mlebench whatever "
+                         "this is. Default: mlebench on an MLE-bench folder, else default")
+    ap.add_argument("--out", default=None, help="also write the final submission.csv to this path")
     return ap.parse_args(argv)
 
 
@@ -104,6 +109,7 @@ class Run:
     st: Stages = field(default_factory=Stages)
     py: str = sys.executable
     n_folds: int = 5
+    metric: str = "default"  # what the tuner optimises (--metric; mlebench on an MLE-bench folder)
 
     @property
     def cache(self) -> Path:
@@ -275,7 +281,7 @@ def stage_tune(r: Run, scores: dict) -> dict:
     pixel = scores["pixel"]
     if (ROOT / "tools/tune_oof.py").is_file() and (ROOT / SEARCH[r.a.preset]).is_file() and pixel:
         search = r.work / "ensembles" / "search.yaml"
-        write_search(ROOT / SEARCH[r.a.preset], search, scores["store"], r.preds)
+        write_search(ROOT / SEARCH[r.a.preset], search, scores["store"], r.preds, r.metric)
         text = r.st.run("tune", [r.py, "tools/tune_oof.py", search, "--data-root", r.data, "--cache", r.cache,
                                  "--preds", r.preds, "--out", tuned_yaml])
         out["summary"] = last_json(text)
@@ -361,8 +367,40 @@ def print_report(r: Run, total: float, scores: dict, tune: dict, sub: dict) -> N
             print(f"  {m}: {sec:.2f} s per case-day (all its folds)")
 
 
+def describe_layout(data: Path, metric: str | None) -> tuple[dict | None, str, str]:
+    """(MLE-bench layout info or None, the metric to tune for, a log line). On an MLE-bench folder
+    (placeholder sample submission, test.csv with id,class) the tuner defaults to MLE-bench's grader."""
+    from kaggle_kit.data.mlebench_layout import detect_mlebench_layout
+
+    info = detect_mlebench_layout(data)
+    chosen = metric or ("mlebench" if info else "default")
+    if info is None:
+        return None, chosen, f"[run_all] competition layout (Kaggle); tuning metric: {chosen}"
+    return info, chosen, (
+        f"[run_all] MLE-bench layout detected in {data}: test.csv lists {info['n_rows']} (id, class) rows of "
+        f"{info['n_case_days']} case-days; sample_submission.csv holds the placeholder {info['placeholder']!r} on "
+        f"every row (ignored; the submission keeps its row order"
+        f"{'' if info['same_rows'] else ', which differs from test.csv: MLE-bench pairs rows by position'}). "
+        f"Graded by MLE-bench's variant of the metric; tuning metric: {chosen}; OOF reported under both")
+
+
+def stage_oof_both_metrics(r: Run, oof_csv: Path) -> dict:
+    """The tuned OOF file under the Kaggle-style default and MLE-bench's grader: {metric: score}."""
+    out = {}
+    if not oof_csv.is_file():
+        return out
+    for m in ("default", "mlebench"):
+        text = r.st.run(f"score oof ({m})", [r.py, "tools/score.py", "--truth", r.data / "train.csv", "--pred",
+                                             oof_csv, "--data-root", r.data, "--split", "train",
+                                             "--only-pred-case-days", "--metric", m])
+        out[m] = last_json(text)["score"]
+    return out
+
+
 def main(argv=None) -> int:
     r = setup(argv)
+    layout, r.metric, line = describe_layout(r.data, r.a.metric)
+    print(line, flush=True)
     t_start = time.time()
     stage_data(r)
     stage_members(r)
@@ -371,8 +409,17 @@ def main(argv=None) -> int:
     sub = {"sub": r.work / "submission.csv", "test": None, "maps": None, "nb": {}}
     if scores["pixel"]:
         sub = stage_submission(r, tune["yaml"])
+    both = stage_oof_both_metrics(r, r.work / "oof" / "tuned.csv") if scores["pixel"] else {}
+    if r.a.out and sub["sub"].is_file():
+        from kaggle_kit.utils import atomic_write_text
+
+        atomic_write_text(Path(r.a.out), sub["sub"].read_text())
+        print(f"[run_all] submission written to {r.a.out}", flush=True)
     total = time.time() - t_start
     print_report(r, total, scores, tune, sub)
+    if both:
+        print("tuned ensemble OOF by metric: " + ", ".join(f"{m} {v:.4f}" for m, v in both.items())
+              + f" (tuned for {r.metric})")
     ts, nb = tune["summary"], sub["nb"]
     result = {"oof": scores["oof"], "tuned_oof": tune["oof"], "test": sub["test"], "test_from_maps": sub["maps"],
               "submission": str(sub["sub"]) if sub["sub"].is_file() else None,
@@ -384,7 +431,8 @@ def main(argv=None) -> int:
               "plain_average_05": ts.get("plain_average_05"),
               "inference_seconds_per_case_day": nb.get("member_seconds_per_case_day"),
               "notebook_failures": len(nb.get("failures") or []),
-              "seconds": round(total, 1)}
+              "seconds": round(total, 1), "tuned_oof_by_metric": both, "tuning_metric": r.metric,
+              "mlebench_layout": layout is not None}
     print(json.dumps(result))
     return 0
 
@@ -405,11 +453,13 @@ def write_yaml(path: Path, obj: dict) -> None:
     atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def write_search(template: Path, out: Path, store, preds: Path) -> None:
-    """The search space with this run's members filled in (every OOF experiment in the store)."""
+def write_search(template: Path, out: Path, store, preds: Path, metric: str = "default") -> None:
+    """The search space with this run's members (every OOF experiment in the store) and metric filled in."""
     import yaml
 
     s = yaml.safe_load(template.read_text())
+    if metric != "default":
+        s["metric"] = metric
     s["members"] = [{"exp": e, "kind": k} for e in store_exps(preds)
                     if (k := store.manifest(e, "oof")["kind"]) in ("pixel", "classifier")]
     write_yaml(out, s)
