@@ -7,20 +7,27 @@ PRESET ?= tiny
 # empty: run_all's default, demo_out (synthetic) or demo_out-<name>-<hash> per DATA root (never shared)
 WORK ?=
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install lock demo test test-slow bench lint clean
 
 $(BIN)/python:
-	@command -v $(PY) >/dev/null || { echo "need $(PY) (python 3.11)"; exit 1; }
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (python 3.11 or 3.12)"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	# torch/torchvision first and exactly pinned: pip takes them from this disk, never a multi-GB download.
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+# constraints.txt holds the exact tested set (pyproject.toml only ranges), so this install is reproducible.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	# torch/torchvision first, at constraints.txt's exact versions: pip takes them from this disk, never a
+	# multi-GB download.
+	$(BIN)/pip install -q -c constraints.txt torch torchvision
+	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# After a deliberate upgrade inside the venv: write its exact set back to constraints.txt.
+lock: install
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v -i -E '^(kaggle_kit|pip|setuptools)=='; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 demo: install
 	$(BIN)/python tools/run_all.py $(if $(WORK),--work $(WORK),) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),)

@@ -114,7 +114,7 @@ def test_fresh_venv_installs_bundle_offline(trained_seg25d, synth_root, tmp_path
                                    "threshold": 0.5}))
     b = tmp_path / "bundle"
     run_tool("bundle.py", "--out", b, "--ensemble", ens, "--work-root", trained_seg25d["work_root"],
-             "--preds", trained_seg25d["pred_root"])
+             "--preds", trained_seg25d["pred_root"], "--target", "local")  # wheels for this interpreter's venv
     assert any(p.name.startswith("kaggle_kit-") for p in (b / "wheels").glob("*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

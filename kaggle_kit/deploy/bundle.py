@@ -1,20 +1,25 @@
 """The offline bundle a user uploads as a Kaggle dataset.
 
-    <out>/bundle.json      members (name, family, kind, checkpoints, tta, source), sha256 of every file
+    <out>/bundle.json      members (name, family, kind, checkpoints, tta, source), dependencies, target,
+                           sha256 of every file
     <out>/ensemble.yaml    the tuned ensemble (members renamed to bundle names are not needed: same exps)
     <out>/checkpoints/<exp>/fold<K>.pth   self-describing inference checkpoints (weights_only loadable)
-    <out>/wheels/          kaggle_kit + every runtime dependency beyond torch/torchvision
+    <out>/wheels/          kaggle_kit + every runtime dependency beyond torch/torchvision, for the target image
     <out>/kaggle_kit_inference.ipynb      the notebook
+    <out>/dataset-metadata.json           Kaggle dataset metadata (title, id, licenses) for the kaggle CLI
 
-The dependency closure is read from this environment's installed distributions (exact versions) and
-fetched with ``pip download --no-deps`` for a chosen Python version and platform, so the notebook can
-``pip install --no-index --no-deps`` them with nothing else.
+The wheels are for a target image (:mod:`kaggle_kit.deploy.wheels`): ``kaggle`` (CPython 3.12, glibc 2.35,
+x86_64; the default) or ``local`` (this interpreter). What they must cover is kaggle_kit's own requirements
+plus, for each member in the ensemble, its family's ``runtime_deps(model_cfg)`` (an mmseg UPerNet member
+brings mmsegmentation, mmengine, mmcv-lite, ftfy and regex), closed over their requirements with the
+target's markers. Versions are those installed here; a distribution with no wheel for the target is an
+error listing all of them (no fallback), so the notebook can ``pip install --no-index --no-deps`` them.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata as md
+import os
 import re
 import shutil
 import subprocess
@@ -24,52 +29,41 @@ from pathlib import Path
 import yaml
 
 from kaggle_kit.config import parse_yaml
+from kaggle_kit.deploy.wheels import collect_wheels, target as get_target
 from kaggle_kit.engine.checkpoint import load_inference_checkpoint
 from kaggle_kit.io.probmaps import ProbMapStore
 from kaggle_kit.paths import inference_checkpoint
+from kaggle_kit.registry import resolve
 from kaggle_kit.utils import UserError, atomic_write_json, atomic_write_text, staged_dir
 
-__all__ = ["RUNTIME_ROOTS", "dependency_closure", "build_bundle"]
+__all__ = ["build_bundle", "dataset_metadata", "member_runtime_deps"]
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the notebook imports at inference time (per family), beyond torch/torchvision.
-RUNTIME_ROOTS = {
-    "base": ["numpy", "pandas", "scipy", "numba", "opencv-python-headless", "pyyaml", "tqdm"],
-    "seg25d": ["segmentation-models-pytorch", "timm"],
-    "cls": ["timm"],
-    "seg3d": ["monai"],
-    "det_yolo": ["ultralytics"],
-}
-# Provided by the Kaggle image / installed separately: never bundled.
-EXCLUDE = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*|setuptools|pip|wheel)$")
+_DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]{4,49}$")
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def member_runtime_deps(family: str, model_cfg: dict | None) -> tuple[str, ...]:
+    """Distribution names a member of ``family`` with this ``model`` section needs at inference, beyond
+    torch/torchvision and kaggle_kit's own requirements (the family's ``runtime_deps``)."""
+    return tuple(resolve("family", family).runtime_deps(model_cfg or {}))
 
 
-def dependency_closure(roots: list[str]) -> dict[str, str]:
-    """{distribution: version} of ``roots`` and everything they require (markers evaluated here, no
-    extras), from the installed distributions; excluded names (torch & co.) are cut with their subtree."""
-    from packaging.requirements import Requirement
+def dataset_metadata(dataset_id: str | None = None, title: str | None = None, license_name: str = "other") -> dict:
+    """Kaggle dataset metadata (``dataset-metadata.json``) for ``kaggle datasets create -p <bundle>``.
 
-    out: dict[str, str] = {}
-    todo = [_norm(r) for r in roots]
-    while todo:
-        name = todo.pop()
-        if name in out or EXCLUDE.match(name):
-            continue
-        try:
-            dist = md.distribution(name)
-        except md.PackageNotFoundError:
-            raise RuntimeError(f"{name} is not installed here; run `make install` first") from None
-        out[name] = dist.version
-        for r in dist.requires or []:
-            req = Requirement(r)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-                continue
-            todo.append(_norm(req.name))
-    return dict(sorted(out.items()))
+    ``dataset_id`` is ``<kaggle user>/<slug>`` (slug: 5-50 of a-z, 0-9, -); default
+    ``$KAGGLE_USERNAME/kaggle-kit-bundle`` (``your-kaggle-username`` when unset: edit the file or pass
+    ``--dataset-id``). The bundle's wheels keep their own licences; ``license_name`` is one of Kaggle's
+    dataset licence names (``other`` by default)."""
+    if dataset_id is None:
+        dataset_id = f"{os.environ.get('KAGGLE_USERNAME') or 'your-kaggle-username'}/kaggle-kit-bundle"
+    if not _DATASET_ID.match(dataset_id):
+        raise ValueError(f"dataset id {dataset_id!r}: expected <kaggle user>/<slug>, slug 5-50 characters of "
+                         "a-z, 0-9 and '-' (e.g. alice/kaggle-kit-bundle)")
+    title = title or dataset_id.split("/", 1)[1].replace("-", " ")
+    if not 6 <= len(title) <= 50:
+        raise ValueError(f"dataset title {title!r}: Kaggle wants 6 to 50 characters")
+    return {"title": title, "id": dataset_id, "licenses": [{"name": license_name}]}
 
 
 def _sha256(p: Path) -> str:
@@ -78,25 +72,6 @@ def _sha256(p: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _download_wheels(dists: dict[str, str], dest: Path, python_version: str, platform: str) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    specs = [f"{n}=={v}" for n, v in dists.items()]
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest)]
-    plat = ["--only-binary=:all:", "--python-version", python_version, "--platform", platform,
-            "--implementation", "cp"]
-    p = subprocess.run(base + plat + specs, capture_output=True, text=True)
-    if p.returncode == 0:
-        return
-    # One at a time, so a pure-python sdist-only package can be built into a wheel locally instead.
-    for spec in specs:
-        p = subprocess.run(base + plat + [spec], capture_output=True, text=True)
-        if p.returncode != 0:
-            w = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest), spec],
-                               capture_output=True, text=True)
-            if w.returncode != 0:
-                raise RuntimeError(f"could not get a wheel for {spec}: {p.stderr[-500:]} {w.stderr[-500:]}")
 
 
 class BundleOutError(UserError, ValueError):
@@ -137,16 +112,27 @@ def _staged_out(build):
 
 
 @_staged_out
-def build_bundle(out, ensemble_yaml, work_root, preds_root, *, python_version: str = "3.11",
-                 platform: str = "manylinux2014_x86_64", wheels: bool = True, which: str = "best") -> dict:
-    """Assemble the bundle folder; returns its manifest. Every checkpoint is test-loaded (weights_only)."""
+def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "kaggle", wheels: bool = True,
+                 which: str | None = None, dataset_id: str | None = None, title: str | None = None,
+                 license_name: str = "other") -> dict:
+    """Assemble the bundle folder; returns its manifest. Every checkpoint is test-loaded (weights_only).
+
+    ``target``: the image the wheels are for (``kaggle`` | ``local``, :mod:`kaggle_kit.deploy.wheels`);
+    ``wheels=False`` ships none (an environment that has kaggle_kit). ``dataset_id`` / ``title`` /
+    ``license_name``: :func:`dataset_metadata`. Raises WheelError (a RuntimeError) listing every dependency
+    with no wheel for the target.
+
+    ``which`` ("best" | "last"): the fold checkpoints to ship; None (default) = the one each member's stored
+    maps were predicted with (its OOF manifest's ``checkpoint``), so the notebook runs the models the
+    ensemble was tuned on."""
     out = Path(out)  # an empty staging folder (_staged_out)
     (out / "checkpoints").mkdir(parents=True)
     ens = parse_yaml(Path(ensemble_yaml).read_text(), str(ensemble_yaml))
     if not isinstance(ens, dict) or not isinstance(ens.get("members"), list):
         raise BundleOutError(f"{ensemble_yaml}: not an ensemble YAML (no members list); pass tools/tune_oof.py's output")
     store = ProbMapStore(preds_root)
-    members, families = [], set()
+    metadata = dataset_metadata(dataset_id, title, license_name)  # a bad id fails before any work
+    members, requirements = [], ["kaggle_kit"]
     for m in ens["members"]:
         exp = m["exp"]
         man = store.manifest(exp, "oof")
@@ -158,10 +144,11 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, python_version: s
             entry["family"] = fam[: -len("_aux")]
             members.append(entry)
             continue
-        families.add(fam)
         for k in man["folds"]:
-            src = inference_checkpoint(work_root, fam, exp, k, which)
-            load_inference_checkpoint(src)  # fails here, not on Kaggle, if it is not loadable
+            src = inference_checkpoint(work_root, fam, exp, k, which or man.get("checkpoint") or "best")
+            _, meta = load_inference_checkpoint(src)  # fails here, not on Kaggle, if it is not loadable
+            entry["runtime_deps"] = list(member_runtime_deps(fam, meta.get("model")))
+            requirements += [d for d in entry["runtime_deps"] if d not in requirements]
             dst = out / "checkpoints" / exp / f"fold{k}.pth"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
@@ -169,15 +156,20 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, python_version: s
         members.append(entry)
     atomic_write_text(out / "ensemble.yaml", yaml.safe_dump(ens, sort_keys=False))
     shutil.copy2(ROOT / "submission" / "kaggle_kit_inference.ipynb", out / "kaggle_kit_inference.ipynb")
+    atomic_write_json(out / "dataset-metadata.json", metadata)
+    tgt = get_target(target)
     deps = {}
     if wheels:
-        roots = RUNTIME_ROOTS["base"] + [r for f in sorted(families) for r in RUNTIME_ROOTS.get(f, [])]
-        deps = dependency_closure(roots)
-        _download_wheels(deps, out / "wheels", python_version, platform)
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(out / "wheels"), str(ROOT)], check=True, capture_output=True)
+        # kaggle_kit's own wheel first: its Requires-Dist (pyproject's ranges) roots the closure
+        p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(out / "wheels"), str(ROOT)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"building the kaggle_kit wheel failed: {p.stderr[-1000:]}")
+        deps = collect_wheels(requirements, out / "wheels", tgt)
     files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
-    manifest = {"format": 1, "ensemble": "ensemble.yaml", "members": members, "dependencies": deps,
-                "python_version": python_version, "platform": platform, "sha256": files}
+    manifest = {"format": 2, "ensemble": "ensemble.yaml", "members": members, "requirements": requirements,
+                "dependencies": deps, "target": {"name": tgt.name, "python_version": tgt.python_version,
+                                                 "platforms": list(tgt.platforms)},
+                "sha256": files}
     atomic_write_json(out / "bundle.json", manifest)
     return manifest

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kaggle_kit.engine.weights import resolve_weights_path
+
 __all__ = ["HEADS", "MapHeadClassifier", "PresenceLoss", "build_cls_loss", "build_cls_model", "build_net"]
 
 HEADS = ("pool", "map")
@@ -138,5 +140,6 @@ def build_net(model_cfg: dict, in_channels: int):
     """nn.Module from the ``model`` section (also what an inference checkpoint's meta holds)."""
     m = model_cfg
     return build_cls_model(backbone=m["backbone"], in_chans=in_channels, classes=m["classes"],
-                           weights_path=m.get("weights_path"), drop_rate=m.get("drop_rate", 0.0),
+                           weights_path=resolve_weights_path(m.get("weights_path")),  # ${KAGGLE_KIT_WEIGHTS:-weights}
+                           drop_rate=m.get("drop_rate", 0.0),
                            head=m.get("head", "pool"), **(m.get("kwargs") or {}))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.pipeline25d import make_datasets
+from kaggle_kit.engine.weights import resolve_weights_path
 from kaggle_kit.io.boxes import train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
@@ -26,7 +27,8 @@ def build_net(model_cfg: dict, in_channels: int, load_weights: bool = True):
     m = dict(model_cfg)
     backend = m.pop("backend", "smp")
     extra = dict(m.get("extra") or {})
-    wp = m.get("weights_path") if load_weights else None
+    # ${KAGGLE_KIT_WEIGHTS:-weights}/... expanded; a missing pretrained file warns loudly (random init)
+    wp = resolve_weights_path(m.get("weights_path")) if load_weights else None
     if m.get("encoder_weights"):
         raise ValueError("encoder_weights must be null: nothing downloads; pass a local file as weights_path")
     if backend == "smp":
