@@ -307,7 +307,7 @@ def stage_submission(r: Run, tuned_yaml: Path) -> dict:
     out = {"sub": r.work / "submission.csv", "test": None, "maps": None, "nb": {}}
     bundle = r.work / "bundle"
     r.st.run("bundle", [py, "tools/bundle.py", "--out", bundle, "--ensemble", tuned_yaml, "--work-root", r.work_root,
-                        "--preds", r.preds, *([] if r.a.bundle_wheels else ["--no-wheels"])])
+                        "--preds", r.preds, *(["--target", "local"] if r.a.bundle_wheels else ["--no-wheels"])])
     offline = can_unshare()
     text = r.st.run("notebook" + (" (offline)" if offline else ""),
                     [py, "tools/run_notebook.py", "--bundle", bundle, "--data-root", data, "--out", out["sub"],
