@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tools"))  # run_notebook's helpers
 
 # Family configs per preset (in training order: the detector first, since crops may depend on it).
 PRESETS = {
-    "tiny": ["configs/det_yolo/tiny_cpu.yaml", "configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu.yaml",
+    "tiny": ["configs/det_yolo/tiny_cpu.yaml", "configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu_boxes.yaml",
              "configs/seg3d/tiny_cpu.yaml"],
     "gpu": ["configs/det_yolo/gpu_yolov8s.yaml", "configs/cls/gpu_effnet_b2.yaml",
             "configs/seg25d/unetpp_convnext_512.yaml", "configs/seg25d/upernet_mmseg_convnext_448.yaml",
@@ -91,7 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bundle-wheels", action="store_true",
                     help="put dependency wheels in the bundle (pip download; the notebook here runs in this venv)")
-    ap.add_argument("--families", nargs="*", default=None, help="subset of the preset's configs (by family name)")
+    ap.add_argument("--families", nargs="*", default=None, help="subset of the preset's configs (by family name; a member cropping with detector boxes "
+                         "brings the preset's detector)")
     ap.add_argument("--metric", default=None,
                     help="metric the tuner optimises: default (Kaggle-style), mlebench (MLE-bench's grader) or any "
                          "MetricConfig name; the OOF score is reported under both default and mlebench whatever "
@@ -216,6 +217,13 @@ def stage_members(r: Run) -> dict[str, dict]:
 
     common = [f"cache={r.cache}", f"work_root={r.work_root}", f"pred_root={r.preds}"]
     members: dict[str, dict] = {}
+    wanted = set(r.a.families or [])
+    if wanted:  # a member cropping with detector boxes (data.crop: boxes) brings the preset's detector along
+        for rel in PRESETS[r.a.preset]:
+            if (ROOT / rel).is_file():
+                c = load_config(ROOT / rel)
+                if c["family"] in wanted and c.get("data", {}).get("crop") == "boxes":
+                    wanted.add("det_yolo")
     for rel in PRESETS[r.a.preset]:
         cfg_path = ROOT / rel
         if not cfg_path.is_file():
@@ -223,7 +231,7 @@ def stage_members(r: Run) -> dict[str, dict]:
             continue
         cfg = load_config(cfg_path)
         fam = cfg["family"]
-        if r.a.families and fam not in r.a.families:
+        if wanted and fam not in wanted:
             continue
         # experiment names must be unique across families (preds/<exp> has no family level)
         exp_full = cfg.get("exp") or f"{fam}_{cfg_path.stem}"

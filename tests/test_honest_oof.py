@@ -1,0 +1,126 @@
+"""Honest OOF maps and the detector's boxes in use: every shipped config predicts from the final (EMA) weights,
+not from the epoch chosen on the fold it predicts; a ``crop: boxes`` 2.5D config trains on ground-truth boxes
+made like its detector's and validates and predicts with the detector's own boxes."""
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import ROOT
+
+FAMILY_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "ensemble")
+
+
+def test_family_configs_exist():
+    fams = {p.parent.name for p in FAMILY_CONFIGS}
+    assert fams == {"cls", "det_yolo", "seg25d", "seg3d"} and len(FAMILY_CONFIGS) >= 12
+
+
+@pytest.mark.parametrize("path", FAMILY_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_configs_never_predict_oof_from_best(path):
+    """``best`` is chosen on the fold's own validation case-days, the very ones its OOF maps cover."""
+    from kaggle_kit.config import load_config
+
+    cfg = load_config(path)
+    assert cfg["predict"]["checkpoint"] == "last", f"{path}: predict.checkpoint must be 'last' (honest OOF)"
+    # best stays available explicitly
+    assert load_config(path, ["predict.checkpoint=best"])["predict"]["checkpoint"] == "best"
+
+
+def test_crop_configs_name_a_detector_of_the_cpu_preset():
+    """Every config that crops with detector boxes names a detector experiment the CPU preset produces, and
+    run_all trains that detector before the members that crop."""
+    import sys
+
+    from kaggle_kit.config import load_config
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from run_all import PRESETS
+
+    tiny = [load_config(ROOT / rel) for rel in PRESETS["tiny"]]
+    det_at = {c.get("exp"): i for i, c in enumerate(tiny) if c["family"] == "det_yolo"}
+    crops = [(i, c) for i, c in enumerate(tiny) if c["family"] != "det_yolo" and c["data"].get("crop") == "boxes"]
+    assert crops, "the CPU preset has no member cropping with the detector's boxes"
+    for i, c in crops:
+        assert c["data"]["boxes_exp"] in det_at and det_at[c["data"]["boxes_exp"]] < i
+
+
+def _fake_detector(cache, pred_root, exp="det_fake", margin=0.08):
+    """A detector's OOF/test box tables written by hand: a fixed box (the left 3/4 x the top 2/3) on every slice,
+    and a manifest saying its boxes were made in mode organs with ``margin``. Returns the OOF table."""
+    import pandas as pd
+
+    from kaggle_kit.io.boxes import boxes_frame
+
+    out = {}
+    for split, name in (("train", "oof"), ("test", "test")):
+        parts = []
+        for cd in cache.case_days(split):
+            D, H, W = cache.image(split, cd).shape
+            parts.append(boxes_frame(cd, np.tile([0, 2 * H // 3, 0, 3 * W // 4], (D, 1)), score=0.9, detected=1))
+        table = pd.concat(parts, ignore_index=True)
+        d = pred_root / exp / name
+        d.mkdir(parents=True)
+        table.to_csv(d / "boxes.csv", index=False)
+        man = {"family": "det_yolo", "exp": exp, "split": name, "kind": "boxes", "folds": [0, 1, 2, 3, 4],
+               "params": {"margin": margin, "checkpoint": "last"}, "data": {"mode": "organs", "body_frac": 0.1}}
+        (d / "boxes.json").write_text(json.dumps(man))
+        out[split] = table.set_index(["case_day", "z"])
+    return out["train"]
+
+
+def test_train_boxes_need_the_detector(synth_cache, tmp_path):
+    from kaggle_kit.config import load_config
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.io.boxes import train_boxes_for
+
+    cfg = load_config(ROOT / "configs/seg25d/tiny_cpu_boxes.yaml",
+                      [f"cache={synth_cache}", f"pred_root={tmp_path / 'preds'}"])
+    with pytest.raises(FileNotFoundError, match="det_tiny_cpu"):
+        train_boxes_for(cfg, Cache(synth_cache))
+    assert train_boxes_for(load_config(ROOT / "configs/seg25d/tiny_cpu.yaml"), Cache(synth_cache)) == (None, None)
+
+
+def test_crop_config_trains_on_truth_boxes_and_predicts_with_detector_boxes(synth_cache, tmp_path, monkeypatch):
+    """The CPU preset's crop config, shrunk: training sees ground-truth boxes built with the detector's mode and
+    margin (read from its manifest) and validation the detector's OOF boxes; the OOF maps are 0 outside the
+    detector's boxes and not inside (an untrained net's sigmoid is near 0.5)."""
+    from kaggle_kit.config import load_config
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.families.seg25d import train as seg_train
+    from kaggle_kit.families.seg25d.api import family
+    from kaggle_kit.io.boxes import truth_boxes
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    cache = Cache(synth_cache)
+    det = _fake_detector(cache, tmp_path / "preds")
+    cfg = load_config(ROOT / "configs/seg25d/tiny_cpu_boxes.yaml",
+                      [f"cache={synth_cache}", f"work_root={tmp_path / 'work'}", f"pred_root={tmp_path / 'preds'}",
+                       "data.boxes_exp=det_fake", "data.size=[32, 64]", "train.epochs=1", "train.batch_size=64",
+                       "train.val_batch_size=64", "data.augment=none", "model.aux_head=false"])
+    seen = {}
+    real = seg_train.make_datasets
+
+    def spy(cfg_, cache_, fold, boxes=None, val_boxes=None):
+        seen["train"], seen["val"] = boxes, val_boxes
+        return real(cfg_, cache_, fold, boxes=boxes, val_boxes=val_boxes)
+
+    monkeypatch.setattr(seg_train, "make_datasets", spy)
+    family.train(cfg, 0, "seg_crop")
+    # train: truth boxes with the detector's margin (0.08), not the 5 % default, and not the detector's boxes
+    want = truth_boxes(cache, "train", mode="organs", margin=0.08)
+    assert seen["train"].equals(want)
+    assert not seen["train"].equals(truth_boxes(cache, "train"))
+    # validation: the detector's OOF boxes
+    assert seen["val"].loc[det.index, ["y0", "y1", "x0", "x1"]].equals(det[["y0", "y1", "x0", "x1"]])
+
+    family.predict(cfg, "seg_crop", "oof", folds=[0])
+    store = ProbMapStore(tmp_path / "preds")
+    cds = store.case_days("seg_crop", "oof")
+    assert cds and store.manifest("seg_crop", "oof")["checkpoint"] == "last"
+    for cd in cds:
+        maps = store.read("seg_crop", "oof", cd)
+        D, H, W = cache.image("train", cd).shape
+        assert maps.shape == (D, 3, H, W)
+        assert not maps[:, :, 2 * H // 3:, :].any() and not maps[:, :, :, 3 * W // 4:].any()
+        assert maps[:, :, : 2 * H // 3, : 3 * W // 4].any()
