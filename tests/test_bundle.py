@@ -199,10 +199,17 @@ def test_mmseg_closure_on_the_target_from_installed_metadata():
 
 def test_dataset_metadata():
     m = dataset_metadata("alice/kaggle-kit-bundle")
-    assert m == {"title": "kaggle kit bundle", "id": "alice/kaggle-kit-bundle", "licenses": [{"name": "other"}]}
-    for bad in ("kaggle-kit-bundle", "alice/Kaggle_Kit", "alice/kit", "a/b/c"):
+    assert {k: m[k] for k in ("title", "id", "licenses")} == {
+        "title": "kaggle kit bundle", "id": "alice/kaggle-kit-bundle", "licenses": [{"name": "other"}]}
+    assert "own licence" in m["description"]  # Kaggle's `other` wants the licence in the description
+    assert dataset_metadata("bob/kkb", title="my bundle")["title"] == "my bundle"  # slugs of 3 are fine
+    for bad in ("kaggle-kit-bundle", "alice/Kaggle_Kit", "alice/kk", "a/b/c"):
         with pytest.raises(ValueError, match="dataset id"):
             dataset_metadata(bad)
+    with pytest.raises(ValueError, match="title"):
+        dataset_metadata("bob/kkb")  # "kkb": shorter than Kaggle's 6
+    with pytest.raises(ValueError, match="licence"):
+        dataset_metadata("alice/kaggle-kit-bundle", license_name="MIT")
 
 
 # --- bundles of trained tiny members ----------------------------------------------------------------------------

@@ -39,7 +39,13 @@ from kaggle_kit.utils import UserError, atomic_write_json, atomic_write_text, st
 __all__ = ["build_bundle", "dataset_metadata", "member_runtime_deps"]
 
 ROOT = Path(__file__).resolve().parents[2]
-_DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]{4,49}$")
+_DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]{2,49}$")
+# Kaggle's dataset licence names (Kaggle/kaggle-api docs/datasets_metadata.md)
+KAGGLE_LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0", "DbCL-1.0",
+                   "copyright-authors", "other", "unknown", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0",
+                   "CC-BY-3.0-IGO", "US-Government-Works", "CC-BY-NC-SA-3.0-IGO", "CDLA-Permissive-1.0",
+                   "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0", "AGPL-3.0",
+                   "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0", "GPL-3.0")
 
 
 def member_runtime_deps(family: str, model_cfg: dict | None) -> tuple[str, ...]:
@@ -51,19 +57,23 @@ def member_runtime_deps(family: str, model_cfg: dict | None) -> tuple[str, ...]:
 def dataset_metadata(dataset_id: str | None = None, title: str | None = None, license_name: str = "other") -> dict:
     """Kaggle dataset metadata (``dataset-metadata.json``) for ``kaggle datasets create -p <bundle>``.
 
-    ``dataset_id`` is ``<kaggle user>/<slug>`` (slug: 5-50 of a-z, 0-9, -); default
+    ``dataset_id`` is ``<kaggle user>/<slug>`` (slug: 3-50 of a-z, 0-9, -); default
     ``$KAGGLE_USERNAME/kaggle-kit-bundle`` (``your-kaggle-username`` when unset: edit the file or pass
-    ``--dataset-id``). The bundle's wheels keep their own licences; ``license_name`` is one of Kaggle's
-    dataset licence names (``other`` by default)."""
+    ``--dataset-id``). ``title``: 6-50 characters (default from the slug). ``license_name``: one of
+    :data:`KAGGLE_LICENSES`, ``other`` by default, the description saying that the wheels keep their own."""
     if dataset_id is None:
         dataset_id = f"{os.environ.get('KAGGLE_USERNAME') or 'your-kaggle-username'}/kaggle-kit-bundle"
     if not _DATASET_ID.match(dataset_id):
-        raise ValueError(f"dataset id {dataset_id!r}: expected <kaggle user>/<slug>, slug 5-50 characters of "
+        raise ValueError(f"dataset id {dataset_id!r}: expected <kaggle user>/<slug>, slug 3-50 characters of "
                          "a-z, 0-9 and '-' (e.g. alice/kaggle-kit-bundle)")
     title = title or dataset_id.split("/", 1)[1].replace("-", " ")
     if not 6 <= len(title) <= 50:
         raise ValueError(f"dataset title {title!r}: Kaggle wants 6 to 50 characters")
-    return {"title": title, "id": dataset_id, "licenses": [{"name": license_name}]}
+    if license_name not in KAGGLE_LICENSES:
+        raise ValueError(f"dataset licence {license_name!r}: Kaggle accepts {list(KAGGLE_LICENSES)}")
+    return {"title": title, "id": dataset_id, "licenses": [{"name": license_name}],
+            "description": "kaggle_kit offline bundle: inference checkpoints, the tuned ensemble, the notebook, and "
+                           "wheels of third-party packages, each under its own licence (see its METADATA)."}
 
 
 def _sha256(p: Path) -> str:
