@@ -1,0 +1,97 @@
+"""Tuning for MLE-bench's grader and reporting both metrics: the exact re-runs of kaggle_kit.tune.both_metrics
+against the ensemble's own path (verify_setting)."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from kaggle_kit.data.raw import CLASSES
+from kaggle_kit.metric.scorer import MetricConfig
+from kaggle_kit.tune.both_metrics import markdown, rerun, search_metric, select_and_hold_out
+from kaggle_kit.tune.evaluate import load_oof, verify_setting
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A tiny synthetic cache (3 folds) and the OOF maps of two fake pixel members (noisy with stray blobs;
+    smooth and shifted)."""
+    from kaggle_kit.data.cache import Cache, prepare_cache
+    from kaggle_kit.data.synthetic import make_synthetic
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    root = tmp_path_factory.mktemp("tune_mle")
+    data, cache, preds = root / "data", root / "cache", root / "preds"
+    make_synthetic(data, train_cases=4, test_cases=0, seed=7, size_scale=0.2, max_days=2)
+    prepare_cache(data, cache, splits=("train",), n_folds=3, seed=0)
+    c = Cache(cache)
+    st = ProbMapStore(preds)
+    for exp in ("sharp", "smooth"):
+        st.write_manifest(exp, "oof", family="fake", kind="pixel", classes=CLASSES, folds=[0, 1, 2])
+    rng = np.random.default_rng(1)
+    index = c.index("train")
+    for cd in c.case_days("train"):
+        m = np.asarray(c.mask("train", cd))
+        d, h, w = m.shape
+        slices = index[index.case_day == cd].sort_values("z")["slice"].tolist()
+        sharp, smooth = np.zeros((d, 3, h, w), np.float32), np.zeros((d, 3, h, w), np.float32)
+        for k in range(3):
+            t = ((m >> k) & 1).astype(np.float32)
+            a = ndimage.gaussian_filter(t, (0.4, 0.8, 0.8)) + rng.normal(0, 0.15, t.shape)
+            for _ in range(3):
+                z, y, x = rng.integers(0, d), rng.integers(2, h - 2), rng.integers(2, w - 2)
+                a[z, y - 1:y + 2, x - 1:x + 2] += 0.8
+            b = ndimage.gaussian_filter(np.roll(t, 1, axis=2), (0.8, 1.6, 1.6)) * 1.1
+            sharp[:, k], smooth[:, k] = np.clip(a, 0, 1), np.clip(b, 0, 1)
+        st.write("sharp", "oof", cd, sharp, slices)
+        st.write("smooth", "oof", cd, smooth, slices)
+    return {"data": data, "cache": cache, "preds": preds}
+
+
+def _ens(thr, w=(1.0, 1.0), metric="default"):
+    return {"members": [{"exp": "sharp", "kind": "pixel", "weight": w[0]},
+                        {"exp": "smooth", "kind": "pixel", "weight": w[1]}], "threshold": thr, "metric": metric}
+
+
+def test_search_metric_is_the_target_or_its_surrogate():
+    assert search_metric(MetricConfig.from_name("mlebench")).name == "3d_unit_cube"
+    assert search_metric(MetricConfig.from_name("2d+empty_dice_one")).name == "2d+empty_dice_one"
+
+
+def test_rerun_equals_the_ensemble_path(store):
+    data = load_oof(store["cache"], store["preds"], ["sharp", "smooth"], [], 0.3)
+    names = [cd.name for cd in data.case_days]
+    half = names[::2]
+    res = rerun({"a": (_ens(0.4), names), "b": (_ens(0.6, (1.0, 0.0)), half)}, store["cache"], store["preds"])
+    for label, ens, cds in (("a", _ens(0.4), names), ("b", _ens(0.6, (1.0, 0.0)), half)):
+        for m in ("default", "mlebench"):
+            ref = verify_setting({**ens, "metric": m}, store["cache"], store["preds"], cds)
+            assert res[label][m]["score"] == ref["score"], (label, m)
+    assert res["a"]["mlebench"]["score"] != res["a"]["default"]["score"]
+
+
+def test_select_and_hold_out(store):
+    data = load_oof(store["cache"], store["preds"], ["sharp", "smooth"], [], 0.3)
+    names = [cd.name for cd in data.case_days]
+    folds = sorted({cd.fold for cd in data.case_days})
+    fold_cds = {k: [cd.name for cd in data.case_days if cd.fold == k] for k in folds}
+    cands = [("plain average", _ens(0.5)), ("threshold", _ens(0.3)), ("weights", _ens(0.3, (0.0, 1.0))),
+             ("same as weights", _ens(0.3, (0.0, 1.0)))]
+    fold_ens = [(k, _ens(0.3 + 0.1 * k), fold_cds[k]) for k in folds]
+    both = select_and_hold_out(cands, fold_ens, names, store["cache"], store["preds"],
+                               MetricConfig.from_name("mlebench"))
+    steps = [r["step"] for r in both["candidates"]]
+    assert steps == ["plain average", "threshold", "same as weights"]  # duplicates: the later label kept
+    exact = {r["step"]: r["mlebench"] for r in both["candidates"]}
+    assert both["chosen"] == max(exact, key=exact.get)
+    for r, (_, ens) in zip(both["candidates"], [cands[0], cands[1], cands[3]]):
+        assert r["mlebench"] == verify_setting({**ens, "metric": "mlebench"}, store["cache"], store["preds"],
+                                               names)["score"]
+    for h, (k, ens, cds) in zip(both["held_out"], fold_ens):
+        assert h["fold"] == k and h["n_case_days"] == len(cds)
+        for m in ("default", "mlebench"):
+            assert h[m] == verify_setting({**ens, "metric": m}, store["cache"], store["preds"], cds)["score"]
+    assert both["held_out_mean"]["mlebench"] == pytest.approx(np.mean([h["mlebench"] for h in both["held_out"]]))
+    text = "\n".join(markdown(both))
+    assert "| mean |" not in text and "**mean**" in text and "(chosen)" in text and "mlebench" in text
+    # tuned for the default metric: no exact selection, the tuned (last) setting is kept
+    d = select_and_hold_out(cands, fold_ens, names, store["cache"], store["preds"], MetricConfig())
+    assert d["chosen"] == "same as weights" and len(d["candidates"]) == 1 and not d["selected_exactly"]
