@@ -6,6 +6,10 @@ DATA ?=
 PRESET ?= tiny
 # empty: run_all's default, demo_out (synthetic) or demo_out-<name>-<hash> per DATA root (never shared)
 WORK ?=
+# optional: OUT=path/submission.csv (a copy of the final submission), METRIC=default|mlebench (what the tuner
+# optimises; run_all picks mlebench by itself on an MLE-bench folder)
+OUT ?=
+METRIC ?=
 
 .PHONY: install lock demo test test-slow bench lint clean
 
@@ -30,7 +34,8 @@ lock: install
 	mv constraints.txt.tmp constraints.txt
 
 demo: install
-	$(BIN)/python tools/run_all.py $(if $(WORK),--work $(WORK),) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),)
+	$(BIN)/python tools/run_all.py $(if $(WORK),--work $(WORK),) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),) \
+		$(if $(OUT),--out $(OUT),) $(if $(METRIC),--metric $(METRIC),)
 
 test: install
 	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q
