@@ -1,7 +1,8 @@
 """Bad input never passes silently and never destroys a user's files (issue 16).
 
-One test (or a few) per numbered item of the issue; each failed on commit 3cd0753. No training here: a
-half-trained fold is faked, the training call of tools/train.py is replaced by a stub.
+One test (or a few) per numbered item of the issue; each failed on commit 3cd0753 (names that did not
+exist then are imported inside the tests, so that each fails on its own). No training here: a half-trained
+fold is faked, the training call of tools/train.py is replaced by a stub.
 """
 import json
 import os
@@ -16,16 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kaggle_kit.cli import format_error, is_expected
 from kaggle_kit.config import ConfigError, load_config
-from kaggle_kit.data.cache import check_folds, prepare_cache
+from kaggle_kit.data.cache import prepare_cache
 from kaggle_kit.data.dataset25d import fold_case_days
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.raw import CLASSES, DataError, load_labels
 from kaggle_kit.data.synthetic import make_synthetic
 from kaggle_kit.io.submission import SubmissionError, attach_geometry, expected_rows, validate_submission
 from kaggle_kit.io.submission import write_submission
-from kaggle_kit.utils import atomic_write_text, remove_stale_temps
+from kaggle_kit.utils import atomic_write_text
 
 from .conftest import ROOT, run_tool
 
@@ -76,16 +76,20 @@ def test_bundle_out_kept_when_an_input_is_bad(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["project", "user_folder", "parent_of_inputs"])
-def test_bundle_out_refuses_dangerous_folders(tmp_path, case):
+def test_bundle_out_refuses_dangerous_folders(tmp_path, case, monkeypatch):
+    from kaggle_kit.deploy import bundle
     from kaggle_kit.deploy.bundle import BundleOutError, build_bundle
 
+    project = tmp_path / "project"  # a stand-in: never point a test that could fail at the real checkout
+    (project / "kaggle_kit").mkdir(parents=True)
+    monkeypatch.setattr(bundle, "ROOT", project)
     ens = tmp_path / "run" / "tuned.yaml"
     ens.parent.mkdir()
     ens.write_text("members: []\n")
     user = tmp_path / "mine"
     user.mkdir()
     (user / "thesis.tex").write_text("years of work")
-    out = {"project": ROOT, "user_folder": user, "parent_of_inputs": tmp_path / "run"}[case]
+    out = {"project": project, "user_folder": user, "parent_of_inputs": tmp_path / "run"}[case]
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(BundleOutError, match="--out"):
         build_bundle(out, ens, tmp_path / "run" / "work_dirs", tmp_path / "run" / "preds", wheels=False)
@@ -109,6 +113,8 @@ def test_bundle_tool_bad_yaml_is_one_line(tmp_path):
 # ------------------------------------------------------------------ 2. fold numbers range-checked
 def test_fold_numbers_checked_everywhere(small, tmp_path):
     root, cache = small
+    from kaggle_kit.data.cache import check_folds
+
     with pytest.raises(DataError, match=r"fold 7 .*folds.csv has folds 0\.\.2"):
         fold_case_days(Cache(cache), 7, "train")
     assert check_folds(cache, [0, 2, "all"]) == [0, 2, "all"]
@@ -327,6 +333,7 @@ def test_ensemble_out_folder_and_make_synthetic_into_folder(tmp_path, synth_root
 
 
 def test_cli_sorts_expected_from_unexpected():
+    from kaggle_kit.cli import format_error, is_expected
     assert is_expected(DataError("x")) and is_expected(FileNotFoundError(2, "No such file", "/a/b"))
     assert not is_expected(TypeError("bug")) and not is_expected(ValueError("bug"))
     assert format_error(FileNotFoundError(2, "No such file or directory", "/a/b")) == \
@@ -417,6 +424,8 @@ def test_stale_temps_removed_by_the_next_run(small):
     assert not stale.exists()
     write_submission(sub, pd.DataFrame({"id": ["a"], "class": [CLASSES[0]]}), [""])
     assert not stale_sub.exists() and fresh.exists() and sub.is_file()
+    from kaggle_kit.utils import remove_stale_temps
+
     young = cache.parent / ".z.tmp"
     young.write_text("")  # created after this process started: never touched
     assert remove_stale_temps(cache.parent) == 0 and young.exists()
