@@ -108,16 +108,21 @@ def staged_dir(final: str | Path):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.staging"):  # left by a killed build
-        if stale.stat().st_mtime < _PROCESS_START:
-            shutil.rmtree(stale, ignore_errors=True)
+    name = glob.escape(final.name)
+    # left by a killed build: a half-built folder; a replaced one whose deletion was cut short (kept while
+    # ``final`` is missing: a kill between the two renames leaves the previous folder there, intact)
+    stale = list(final.parent.glob(f".{name}.*.staging"))
+    stale += list(final.parent.glob(f".{name}.*.previous")) if final.exists() else []
+    for d in stale:
+        if d.stat().st_mtime < _PROCESS_START:
+            shutil.rmtree(d, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         old = None
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".previous", dir=final.parent))
             os.rmdir(old)
             os.replace(final, old)
         os.replace(tmp, final)

@@ -75,6 +75,22 @@ def test_bundle_out_kept_when_an_input_is_bad(tmp_path):
     assert not stale.exists() and not list(tmp_path.glob(".bundle.*.staging"))
 
 
+def test_staged_dir_swaps_only_on_success(tmp_path):
+    from kaggle_kit.utils import staged_dir
+
+    final = tmp_path / "b"
+    final.mkdir()
+    (final / "old.txt").write_text("v1")
+    with pytest.raises(RuntimeError), staged_dir(final) as tmp:
+        (tmp / "new.txt").write_text("v2")
+        raise RuntimeError("a bad checkpoint")
+    assert [p.name for p in final.iterdir()] == ["old.txt"]
+    with staged_dir(final) as tmp:
+        (tmp / "new.txt").write_text("v2")
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging or previous folder left
+
+
 @pytest.mark.parametrize("case", ["project", "user_folder", "parent_of_inputs"])
 def test_bundle_out_refuses_dangerous_folders(tmp_path, case, monkeypatch):
     from kaggle_kit.deploy import bundle
