@@ -25,7 +25,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from kaggle_kit.data.cache import Cache
+from kaggle_kit.io.probmaps import read_probmap
 from kaggle_kit.metric.scorer import MetricConfig, Scorer
+from kaggle_kit.post.ensemble import fuse_case_day, parse_ensemble_config
 from kaggle_kit.utils import progress
 
 __all__ = ["METRICS", "SURROGATE", "markdown", "rerun", "search_metric", "select_and_hold_out"]
@@ -54,10 +57,6 @@ def rerun(jobs: dict, cache, preds_root, metrics=METRICS) -> dict:
     (maps read once per case-day for all mappings) and scored under every metric; case-days run in the
     cache's order, as ``verify_setting``. Returns {label: {metric: Scorer.result()}}.
     """
-    from kaggle_kit.data.cache import Cache
-    from kaggle_kit.io.probmaps import read_probmap
-    from kaggle_kit.post.ensemble import fuse_case_day, parse_ensemble_config
-
     cfgs = {}
     for ens, _ in jobs.values():
         cfgs.setdefault(_key(ens), parse_ensemble_config({**ens, "metric": "default"}, "<tuned>"))
