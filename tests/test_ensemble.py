@@ -53,9 +53,9 @@ def test_example_config_loads():
     ({"members": [PIX], "threshold": 0.5, "connectivity": 6}, "connectivity: expected 4 or 8"),
     ({"members": [PIX], "threshold": 0.5, "z_smoothing": "yes"}, "z_smoothing: expected true/false"),
     ({"members": [PIX], "threshold": 0.5, "truncation": {"tail_margin": 3}}, "tail_margin needs tail_prob"),
-    ({"members": [PIX], "threshold": 0.5, "gating": {"z_window": 2}}, r"gating.z_window: expected odd integers"),
+    ({"members": [PIX], "threshold": 0.5, "gating": {"z_window": 2}}, r"gating.z_window: expected an odd integer >= 1"),
     ({"members": [PIX], "threshold": 0.5, "gating": {"z_window": {"large_bowel": 3, "small_bowel": 1,
-                                                                 "stomach": 0}}}, "z_window: expected odd"),
+                                                                 "stomach": 0}}}, r"z_window.stomach: expected an odd"),
     ({"members": PIX, "threshold": 0.5}, "members: expected a non-empty list"),
     ({"members": [PIX], "threshold": 0.5, "metric": "3d+nope"}, "cfg.metric: unknown metric name part 'nope'"),
     ({"members": [PIX], "threshold": 0.5, "metric": {"hd": "2d"}}, "cfg.metric: .*unexpected keyword"),
@@ -125,7 +125,7 @@ def test_gate_z_window_hand_checked():
     for window in (1, 3):
         cfg = parse_ensemble_config({"members": [pixel, clf], "threshold": 0.5,
                                      "gating": {"prob": 0.5, "z_window": window}})
-        assert cfg.params.cls_window == (window,) * C
+        assert cfg.params.z_window == (window,) * C
         for impl in ("numba", "numpy"):
             _, counts = fuse_case_day(cfg, {"p": pix, "c": cls}, "case1_day1", (5, 4, 4), impl=impl)
             got[window, impl] = counts.T.tolist()
@@ -295,3 +295,21 @@ def test_no_test_rows_gives_header_only(tmp_path):
     assert run_ensemble(_cfg(), tmp_path, "test", out, tmp_path / "preds")["rows"] == 0
     assert out.read_text() == "id,class,predicted\n"
     assert validate_submission(out, tmp_path) == {"rows": 0, "non_empty": 0}
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy"])
+def test_neutral_numbers_leave_the_mask_alone(impl):
+    """Every mask step of the list, run with the neutral value of each of its numbers, changes nothing (the
+    promise that lets a step be off for some classes and on for others in one call)."""
+    from kaggle_kit.post.steps import STEPS, Context
+
+    rng = np.random.default_rng(3)
+    bits = (rng.random((6, 9, 8)) < 0.4).astype(np.uint8) | ((rng.random((6, 9, 8)) < 0.3) << 1).astype(np.uint8)
+    counts = K.plane_counts(bits, 2)
+    for step in STEPS[1:]:
+        v = {p.name: ((p.neutral,) * 2 if p.per_class else p.neutral) for p in step.params + step.reads}
+        b, c = bits.copy(), counts.copy()
+        step.apply(b, c, v, Context(depth=6, cls=np.full((6, 2), 99.0, np.float32)), impl)
+        np.testing.assert_array_equal(b, bits, err_msg=step.name)
+        np.testing.assert_array_equal(c, counts, err_msg=step.name)
+        assert not step.active({**{p.name: p.neutral for p in step.params + step.reads}})

@@ -178,3 +178,33 @@ def test_rle_buffer_growth_worst_case():
     bits.reshape(3, -1)[:, ::2] = 1  # checkerboard-like: the maximum number of runs
     got = K.rle_encode_planes(bits, 1)
     assert got == K.rle_encode_planes_numpy(bits, 1)
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(4, 2, 6, 6)])
+@pytest.mark.parametrize("conn", [4, 8])
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])  # empty, random blobs, all on
+def test_remove_relative_3d_equals_twin(shape, conn, p):
+    rng = np.random.default_rng(7)
+    bits, counts = _bits(rng, shape, p=p)
+    for fraction in (rng.uniform(0, 1, shape[1]), np.zeros(shape[1]), np.ones(shape[1]),
+                     np.full(shape[1], 0.5)):
+        _inplace_pair(K.remove_relative_3d, K.remove_relative_3d_numpy, bits, counts, fraction, conn)
+
+
+def test_remove_relative_3d_hand_checked():
+    """One class, three 3D components of 12, 4 and 1 voxels (6-connected), plus a diagonal neighbour of the
+    single voxel that joins it only under 26-connectivity. Fraction 0.3: keep >= 3.6 voxels; 0.34 of 12
+    is 4.08, so the 4-voxel blob goes too; 1.0 keeps only the largest; 0 keeps everything."""
+    bits = np.zeros((3, 6, 6), np.uint8)
+    bits[0:3, 0:2, 0:2] = 1  # 12 voxels
+    bits[1, 4, 1:5] = 1  # 4 voxels in a row
+    bits[0, 4, 5] = 1  # touches the row only diagonally (z and x): 26-connected to it
+    counts0 = K.plane_counts(bits, 1)
+    want = {(8, 0.3): 17, (8, 0.34): 17, (8, 0.42): 12, (4, 0.3): 16, (4, 0.34): 12, (4, 1.0): 12,
+            (8, 1.0): 12, (8, 0.0): 17, (4, 0.0): 17}  # kept voxels: (connectivity, fraction) -> count
+    for (conn, f), n in want.items():
+        for kernel in (K.remove_relative_3d, K.remove_relative_3d_numpy):
+            b, c = bits.copy(), counts0.copy()
+            kernel(b, c, np.array([f]), conn)
+            assert int(c.sum()) == n == int(b.sum()), (conn, f, kernel.__name__)
+            assert b[0:3, 0:2, 0:2].all()  # the largest always stays

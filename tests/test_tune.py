@@ -33,6 +33,7 @@ SEARCH = {
     "gating": {"prob": [None, 0.3, 0.5], "min_pixels": [None, 5], "z_window": [1, 3]},
     "truncation": {"tail_margin": [None, 1], "tail_prob": [0.4]},
     "min_area_2d": [None, 4, 12],
+    "min_relative_volume_3d": [0, 0.1, 0.3],
     "z_smoothing": [False, True],
     "search": {"rounds": 2},
 }
@@ -86,7 +87,7 @@ def store(tmp_path_factory):
     ({"threshold": {"stomach": [0.5]}}, r"missing class\(es\) \['large_bowel', 'small_bowel'\]"),
     ({"gating": {"prob": ["high"]}}, r"gating.prob\[0\]: expected a number"),
     ({"min_area_2d": [-1]}, r"min_area_2d\[0\]: expected an integer >= 0"),
-    ({"connectivity": [6]}, "connectivity must be 4 or 8"),
+    ({"connectivity": [6]}, r"connectivity\[0\]: expected 4 or 8"),
     ({"weights": {"step": 0.3}}, r"weights.step: expected a step 1/n"),
     ({"members": []}, "members: expected a non-empty list"),
     ({"members": [{"exp": "c", "kind": "classifier"}]}, "at least one member of kind 'pixel'"),
@@ -95,7 +96,7 @@ def store(tmp_path_factory):
     ({"search": {"rounds": 0}}, r"search.rounds: expected an integer >= 1"),
     ({"gating": {"z_window": [1, 4]}}, r"gating.z_window\[1\]: expected an odd integer >= 1"),
     ({"search": {"per_class": False}, "threshold": {"large_bowel": [0.4], "small_bowel": [0.5], "stomach": [0.5]}},
-     r"per_class is false, but \['thr'\] have per-class candidate lists"),
+     r"per_class is false, but \['threshold'\] have per-class candidate lists"),
 ])
 def test_search_space_errors(patch, msg):
     with pytest.raises(SearchError, match=msg):
@@ -105,7 +106,7 @@ def test_search_space_errors(patch, msg):
 def test_search_space_auto_members_and_defaults():
     sp = parse_search_space({"members": "auto"}, "s", available={"b": "pixel", "a": "pixel", "c": "classifier"})
     assert sp.pixel == ["a", "b"] and sp.classifier == ["c"]
-    assert sp.options["thr"] == ([0.5],) * 3 and sp.floor_thr == 0.5
+    assert sp.options["threshold"] == ([0.5],) * 3 and sp.floor_thr == 0.5
     default = yaml.safe_load((ROOT / "configs" / "ensemble" / "search_default.yaml").read_text())
     sp = parse_search_space(default, "default", available={"a": "pixel", "b": "pixel", "c": "classifier"})
     assert sp.floor_thr == 0.25 and sp.nested and sp.later_rounds == "neighbours"
@@ -143,12 +144,15 @@ def test_search_scores_equal_the_ensemble_path(store, metric):
     rng = random.Random(metric)
     for _ in range(3):
         cps = tuple(ClassParams(
-            w_pix=(rng.choice([0.0, 0.3, 1.0]), rng.choice([0.2, 1.0])), thr=rng.choice([0.2, 0.35, 0.5, 0.7]),
-            w_cls=(1.0,), gate_prob=rng.choice([None, 0.3, 0.6]), gate_min=rng.choice([None, 3, 30]),
-            cls_window=rng.choice([1, 3, 5, 21]),
-            first_k=rng.choice([None, 2]), last_k=rng.choice([None, 3]), tail_prob=rng.choice([0.0, 0.3, 0.6]),
-            min_area=rng.choice([None, 4, 15]), min_vol=rng.choice([None, 20, 100])) for _ in CLASSES)
-        setting = (cps, GlobalParams(rng.choice([None, 0, 2]), rng.choice([4, 8]), rng.choice([False, True])))
+            weights=(rng.choice([0.0, 0.3, 1.0]), rng.choice([0.2, 1.0])),
+            threshold=rng.choice([0.2, 0.35, 0.5, 0.7]), classifier_weights=(1.0,),
+            gate_prob=rng.choice([0.0, 0.3, 0.6]), gate_min_pixels=rng.choice([0, 3, 30]),
+            z_window=rng.choice([1, 3, 5, 21]), first_k=rng.choice([0, 2]), last_k=rng.choice([0, 3]),
+            tail_prob=rng.choice([0.0, 0.3, 0.6]), min_area_2d=rng.choice([0, 4, 15]),
+            min_volume_3d=rng.choice([0, 20, 100]), min_relative_volume_3d=rng.choice([0.0, 0.05, 0.3, 1.0]))
+            for _ in CLASSES)
+        setting = (cps, GlobalParams(tail_margin=rng.choice([None, 0, 2]), connectivity=rng.choice([4, 8]),
+                                     z_smoothing=rng.choice([False, True])))
         mine = ev.score(setting_keys(setting), np.arange(len(data.case_days)), exact=True)
         ens = setting_to_ensemble(sp, setting)
         parse_ensemble_config(ens)
@@ -215,3 +219,56 @@ def test_numbers_shared_across_classes(store):
     assert all(not isinstance(m["weight"], dict) for m in ens["members"])
     assert res["summary"]["skew"] == 0.0
     assert res["summary"]["in_sample"] >= res["summary"]["plain_average_05"]
+
+
+# ------------------------------------------------------------------------------------- single source
+def test_step_list_is_the_single_source():
+    """The ensemble parser, the search space, the settings, the class key and the tuned YAML all take their
+    numbers from kaggle_kit.post.steps: same names, same YAML paths, one key element per step."""
+    from dataclasses import fields
+
+    from kaggle_kit.post.ensemble import allowed_keys as ensemble_keys
+    from kaggle_kit.post.postprocess import PostParams
+    from kaggle_kit.post.steps import PARAMS, STEPS, yaml_layout
+    from kaggle_kit.tune.evaluate import LEVELS, class_key
+    from kaggle_kit.tune.search import _STAGES, STEP_GROUPS
+    from kaggle_kit.tune.space import allowed_keys as search_keys
+
+    names = [p.name for p in PARAMS]
+    top = {p.path[0] for p in PARAMS}
+    assert ensemble_keys() - {"members", "metric", "classes"} == top
+    assert search_keys() - {"members", "weights", "classifier_weights", "metric", "search"} == top
+    assert yaml_layout() == {"": top, "gating": {"prob", "min_pixels", "z_window"},
+                             "truncation": {"first_k", "last_k", "tail_margin", "tail_prob"}}
+    sp = parse_search_space(SEARCH, "s")
+    assert list(sp.options) + list(sp.globals_) == [p.name for p in PARAMS if p.per_class] + \
+        [p.name for p in PARAMS if not p.per_class]
+    assert [f.name for f in fields(ClassParams)][2:] == [p.name for p in PARAMS if p.per_class]
+    assert [f.name for f in fields(GlobalParams)] == [p.name for p in PARAMS if not p.per_class]
+    assert list(PostParams(threshold=(0.5,) * 3).values) == names
+    assert [s for s in _STAGES if s not in ("weights", "classifier_weights")] == names
+    assert sorted(n for _, cf, gf in STEP_GROUPS for n in cf + gf) == sorted(names + ["weights", "classifier_weights"])
+    key = class_key(ClassParams(weights=(1.0, 1.0)), GlobalParams())
+    assert len(key) == len(STEPS) + 1 == LEVELS[-1] and key[2:] == (None,) * (len(STEPS) - 1)  # all neutral
+    for s in STEPS:  # a kernel and its numpy twin, named as the house does
+        assert s.twin.__name__ == s.kernel.__name__ + "_numpy"
+
+
+def test_every_number_round_trips_through_the_tuned_yaml():
+    """A setting with every number off its neutral value -> setting_to_ensemble -> the ensemble parser gives
+    back the same numbers (each written under its declared path, read under the same)."""
+    from kaggle_kit.post.steps import PARAMS
+
+    sp = parse_search_space(SEARCH, "s")
+    on = {"threshold": 0.4, "gate_prob": 0.3, "gate_min_pixels": 5, "z_window": 3, "tail_prob": 0.6,
+          "first_k": 1, "last_k": 2, "min_area_2d": 9, "min_volume_3d": 30, "min_relative_volume_3d": 0.2}
+    glob = {"tail_margin": 2, "connectivity": 4, "z_smoothing": True}
+    assert set(on) | set(glob) == {p.name for p in PARAMS}
+    cps = tuple(ClassParams(weights=(1.0, 0.5), classifier_weights=(1.0,),
+                            **{k: (v + 2 * c if isinstance(v, int) else v) for k, v in on.items()})
+                for c in range(len(CLASSES)))
+    ens = setting_to_ensemble(sp, (cps, GlobalParams(**glob)))
+    params = parse_ensemble_config(ens).params
+    for p in PARAMS:
+        want = tuple(getattr(cp, p.name) for cp in cps) if p.per_class else glob[p.name]
+        assert getattr(params, p.name) == want, p.name

@@ -56,6 +56,7 @@ __all__ = [
     "METRIC_NAMES",
     "MetricConfig",
     "Scorer",
+    "class_stats",
     "hausdorff_normalised",
     "score_volumes",
 ]
@@ -132,15 +133,16 @@ def _unit_cube_weights(shape) -> tuple[tuple[int, int, int], float]:
     return ((sy * sx) ** 2, (sz * sx) ** 2, (sz * sy) ** 2), float(sz * sy * sx) * math.sqrt(3.0)
 
 
-def _class_hd(sc: Scan, pred, truth, c: int, variant: str, work: dict) -> tuple[float, int]:
+def _class_hd(sc: Scan, pred, truth, c: int, variant: str, work: dict, shape=None) -> tuple[float, int]:
     """Sum and number of normalised Hausdorff terms of class c in one case-day.
 
     sc: the scan of (pred, truth), uint8 (D, H, W) bit flags. 3D variants give (value, 1), or (0, 0) for an
-    empty truth; ``2d`` gives the sum over the slices with non-empty truth and their number.
+    empty truth; ``2d`` gives the sum over the slices with non-empty truth and their number. ``shape``: the
+    whole volume's (D, H, W) for the normalisers when pred/truth are a crop of it (see :func:`class_stats`).
     """
     if variant == "mlebench":  # one term per case-day on the classes ORed (Scorer.add), none per class
         return 0.0, 0
-    d, h, w = truth.shape
+    d, h, w = truth.shape if shape is None else (int(x) for x in shape)
     n = sc.counts.shape[1]
     n_p, n_g, n_i = sc.counts[:, c, 0], sc.counts[:, c, 1], sc.counts[:, c, 2]
     if variant == "2d":
@@ -158,7 +160,7 @@ def _class_hd(sc: Scan, pred, truth, c: int, variant: str, work: dict) -> tuple[
     if gp == 0:
         return 1.0, 1
     if variant == "3d_unit_cube":
-        weights, norm = _unit_cube_weights(truth.shape)
+        weights, norm = _unit_cube_weights((d, h, w))
     else:
         weights, norm = (1, 1, 1), math.sqrt(d * d + h * h + w * w)
     sq = 0
@@ -168,6 +170,32 @@ def _class_hd(sc: Scan, pred, truth, c: int, variant: str, work: dict) -> tuple[
         sq = max(sq, directed_from_scan(sc, pred, truth, n + c, c, weights, work=work))
     assert sq < INF  # both sets are non-empty here
     return math.sqrt(sq) / norm, 1
+
+
+def class_stats(sc: Scan, pred, truth, c: int, cfg: MetricConfig, work: dict,
+                shape=None) -> tuple[float, int, float, int]:
+    """The per-class statistics of one case-day: (dice_sum, dice_rows, hd_sum, hd_terms) of class c.
+
+    The one place of the per-class formula: :class:`Scorer` sums these over classes and case-days, the OOF
+    tuner (``kaggle_kit.tune.evaluate``) over case-days per class. sc: ``scan(pred, truth, n)`` of uint8
+    (d, h, w) bit flags (class c is bit c of both). ``shape``: the whole volume's (D, H, W) when pred and
+    truth are a crop of it holding every positive voxel of class c in both (the rows outside are empty in
+    both: skipped, or Dice 1 with ``empty_dice_one``; the Hausdorff distance is translation-invariant and
+    normalised by ``shape``). The Dice sum runs left to right over slices, so it is the same number for a
+    crop and for its whole volume. ``mlebench`` has no per-class Hausdorff term (0.0, 0).
+    """
+    d = truth.shape[0] if shape is None else int(shape[0])
+    n_p, n_g, n_i = sc.counts[:, c, 0], sc.counts[:, c, 1], sc.counts[:, c, 2]
+    den = n_p + n_g
+    rows = den > 0
+    dice = np.where(rows, 2.0 * n_i / np.maximum(den, 1), 0.0)
+    dice_sum = float(np.cumsum(dice)[-1]) if len(dice) else 0.0
+    dice_n = int(rows.sum())
+    if cfg.empty_dice_one:
+        both_empty = d - dice_n
+        dice_sum, dice_n = dice_sum + both_empty, dice_n + both_empty
+    hd_sum, hd_n = _class_hd(sc, pred, truth, c, cfg.hd_variant, work, shape)
+    return dice_sum, dice_n, hd_sum, hd_n
 
 
 def _as_bits(vol: np.ndarray, name: str) -> np.ndarray:
@@ -257,19 +285,9 @@ class Scorer:
         sc = scan(pred, truth, self.n_classes)
         counts = sc.counts
         n_p, n_g, n_i = counts[..., 0], counts[..., 1], counts[..., 2]  # (D, C)
-        den = n_p + n_g
-        rows = den > 0
-        dice_rows = np.where(rows, 2.0 * n_i / np.maximum(den, 1), 0.0)
-        dice_sum = dice_rows.sum(0)
-        dice_n = rows.sum(0)
-        if cfg.empty_dice_one:
-            both_empty = (~rows).sum(0)
-            dice_sum = dice_sum + both_empty
-            dice_n = dice_n + both_empty
-        hd_sum = np.zeros(self.n_classes)
-        hd_n = np.zeros(self.n_classes, np.int64)
-        for c in range(self.n_classes):
-            hd_sum[c], hd_n[c] = _class_hd(sc, pred, truth, c, cfg.hd_variant, self._work)
+        stats = [class_stats(sc, pred, truth, c, cfg, self._work) for c in range(self.n_classes)]
+        dice_sum, hd_sum = (np.array([s[k] for s in stats], np.float64) for k in (0, 2))
+        dice_n, hd_n = (np.array([s[k] for s in stats], np.int64) for k in (1, 3))
         self._dice_sum += dice_sum
         self._dice_n += dice_n
         self._hd_sum += hd_sum

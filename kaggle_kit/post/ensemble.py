@@ -20,6 +20,8 @@ The ensemble YAML holds every number of the submission path (it is what OOF tuni
       tail_prob: 0.5              #   required with tail_margin: classifier-positive threshold
     min_area_2d: 0                # optional: remove 2D components smaller than this (pixels)
     min_volume_3d: null           # optional: remove 3D components smaller than this (voxels)
+    min_relative_volume_3d: 0     # optional: remove 3D components smaller than this fraction of the class's
+                                  #   largest component in the case-day (0 = off)
     connectivity: 8               # optional: 8 (default) or 4 (3D: 26 or 6)
     z_smoothing: false            # optional: flip isolated positive / negative slices along z
     metric: default               # optional, for --split oof: a MetricConfig name ("default", "2d",
@@ -27,11 +29,12 @@ The ensemble YAML holds every number of the submission path (it is what OOF tuni
 
 "Per class" values are one number (all classes) or a mapping with exactly the classes of
 ``kaggle_kit.data.raw.CLASSES``. Unknown keys and wrong types fail with the key's path in the message.
-Weights are normalised over the members of a kind, per class.
+Weights are normalised over the members of a kind, per class. The post-processing keys (everything but
+members, metric and classes) are those the step list declares (:mod:`kaggle_kit.post.steps`): this parser
+and the tuner read them from there.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import sys
 from collections.abc import Mapping
@@ -46,12 +49,14 @@ from kaggle_kit.io.submission import SubmissionError, attach_geometry, expected_
 from kaggle_kit.utils import UserError, progress
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.postprocess import PostParams, fuse_classifier, postprocess
+from kaggle_kit.post.steps import PARAMS, STEPS, read_values, unknown_keys, yaml_layout
 
 __all__ = [
     "SPLITS",
     "ConfigError",
     "EnsembleConfig",
     "Member",
+    "allowed_keys",
     "fuse_case_day",
     "load_ensemble_config",
     "parse_ensemble_config",
@@ -91,64 +96,35 @@ class EnsembleConfig:
 
 
 # ---------------------------------------------------------------------------------------- validation
-_TOP = {"members", "threshold", "gating", "truncation", "min_area_2d", "min_volume_3d", "connectivity",
-        "z_smoothing", "metric", "classes"}
+# the post-processing keys come from the step list (kaggle_kit.post.steps); these are the ensemble's own
+_OWN = {"members", "metric", "classes"}
 _MEMBER = {"exp", "name", "kind", "weight"}
-_GATING = {"prob", "min_pixels", "z_window"}
-_TRUNC = {"first_k", "last_k", "tail_margin", "tail_prob"}
 
 
-def _unknown(obj: Mapping, allowed: set, where: str) -> None:
-    for k in obj:
-        if k not in allowed:
-            hint = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-            raise ConfigError(f"{where}: unknown key {k!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; allowed: {sorted(allowed)}")
+def allowed_keys() -> set:
+    """Top-level keys of an ensemble YAML: the ensemble's own and those the steps declare."""
+    return _OWN | yaml_layout()[""]
 
 
-def _number(v, where: str, kind: str):
-    if kind == "int":
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError(f"{where}: expected an integer >= 0, got {v!r}")
-        return int(v)
+def _weight(v, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ConfigError(f"{where}: expected a number, got {v!r}")
-    if kind == "prob" and not 0 <= v <= 1:
-        raise ConfigError(f"{where}: expected a probability in [0, 1], got {v!r}")
-    if kind == "weight" and v < 0:
+    if v < 0:
         raise ConfigError(f"{where}: expected a weight >= 0, got {v!r}")
     return float(v)
 
 
-def _per_class(v, where: str, classes, kind: str) -> tuple:
+def _weights(v, where: str, classes) -> tuple:
     if isinstance(v, Mapping):
-        _unknown(v, set(classes), where)
+        unknown_keys(v, set(classes), where, ConfigError)
         missing = [c for c in classes if c not in v]
         if missing:
             raise ConfigError(f"{where}: missing class(es) {missing} (give one number or every class)")
-        return tuple(_number(v[c], f"{where}.{c}", kind) for c in classes)
-    return (_number(v, where, kind),) * len(classes)
+        return tuple(_weight(v[c], f"{where}.{c}") for c in classes)
+    return (_weight(v, where),) * len(classes)
 
 
-def _section(obj: Mapping, key: str, allowed: set, where: str) -> Mapping:
-    v = obj.get(key) or {}
-    if not isinstance(v, Mapping):
-        raise ConfigError(f"{where}.{key}: expected a mapping, got {type(v).__name__}")
-    _unknown(v, allowed, f"{where}.{key}")
-    return v
-
-
-def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
-    """Validate a loaded YAML mapping into an EnsembleConfig (ConfigError naming the key otherwise)."""
-    if not isinstance(obj, Mapping):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(obj).__name__}")
-    _unknown(obj, _TOP, source)
-    classes = tuple(obj.get("classes", CLASSES))
-    if classes != CLASSES:
-        raise ConfigError(f"{source}.classes: {list(classes)} differs from the data's {list(CLASSES)}")
-    for req in ("members", "threshold"):
-        if req not in obj:
-            raise ConfigError(f"{source}: missing required key {req!r}")
+def _members(obj: Mapping, source: str, classes) -> list[Member]:
     if not isinstance(obj["members"], list) or not obj["members"]:
         raise ConfigError(f"{source}.members: expected a non-empty list")
     members, names = [], set()
@@ -156,7 +132,7 @@ def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
         where = f"{source}.members[{i}]"
         if not isinstance(m, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(m).__name__}")
-        _unknown(m, _MEMBER, where)
+        unknown_keys(m, _MEMBER, where, ConfigError)
         for req in ("exp", "kind", "weight"):
             if req not in m:
                 raise ConfigError(f"{where}: missing required key {req!r}")
@@ -168,7 +144,7 @@ def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
         if not isinstance(name, str) or name in names:
             raise ConfigError(f"{where}.name: {name!r} is not a unique string")
         names.add(name)
-        members.append(Member(name, m["exp"], m["kind"], _per_class(m["weight"], f"{where}.weight", classes, "weight")))
+        members.append(Member(name, m["exp"], m["kind"], _weights(m["weight"], f"{where}.weight", classes)))
     kinds = {m.kind for m in members}
     if "pixel" not in kinds:
         raise ConfigError(f"{source}.members: at least one member must be of kind 'pixel'")
@@ -177,47 +153,25 @@ def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
             K.normalise_weights([m.weights for m in members if m.kind == kind])
         except ValueError as e:
             raise ConfigError(f"{source}.members ({kind}): {e}") from None
+    return members
 
-    gating = _section(obj, "gating", _GATING, source)
-    trunc = _section(obj, "truncation", _TRUNC, source)
 
-    def opt(sec, key, where, kind):
-        return None if sec.get(key) is None else _per_class(sec[key], f"{where}.{key}", classes, kind)
-
-    tail_margin = trunc.get("tail_margin")
-    if tail_margin is not None:
-        tail_margin = _number(tail_margin, f"{source}.truncation.tail_margin", "int")
-        if trunc.get("tail_prob") is None:
-            raise ConfigError(f"{source}.truncation: tail_margin needs tail_prob")
-    elif trunc.get("tail_prob") is not None:
-        raise ConfigError(f"{source}.truncation: tail_prob is set but tail_margin is not")
-    connectivity = obj.get("connectivity", 8)
-    if connectivity not in (4, 8) or isinstance(connectivity, bool):
-        raise ConfigError(f"{source}.connectivity: expected 4 or 8, got {connectivity!r}")
-    z_smoothing = obj.get("z_smoothing", False)
-    if not isinstance(z_smoothing, bool):
-        raise ConfigError(f"{source}.z_smoothing: expected true/false, got {z_smoothing!r}")
-    z_window = opt(gating, "z_window", f"{source}.gating", "int")
-    if z_window is not None:
-        bad = [w for w in z_window if w < 1 or w % 2 == 0]
-        if bad:
-            raise ConfigError(f"{source}.gating.z_window: expected odd integers >= 1, got {gating['z_window']!r}")
-    params = PostParams(
-        threshold=_per_class(obj["threshold"], f"{source}.threshold", classes, "prob"),
-        gate_prob=opt(gating, "prob", f"{source}.gating", "prob"),
-        gate_min_pixels=opt(gating, "min_pixels", f"{source}.gating", "int"),
-        first_k=opt(trunc, "first_k", f"{source}.truncation", "int"),
-        last_k=opt(trunc, "last_k", f"{source}.truncation", "int"),
-        tail_margin=tail_margin,
-        tail_prob=opt(trunc, "tail_prob", f"{source}.truncation", "prob"),
-        min_area_2d=opt(obj, "min_area_2d", source, "int"),
-        min_volume_3d=opt(obj, "min_volume_3d", source, "int"),
-        connectivity=connectivity,
-        z_smoothing=z_smoothing,
-        cls_window=z_window,
-    )
-    if params.needs_classifier and "classifier" not in kinds:
-        raise ConfigError(f"{source}: gating.prob / truncation.tail_margin need a member of kind 'classifier'")
+def parse_ensemble_config(obj, source: str = "<config>") -> EnsembleConfig:
+    """Validate a loaded YAML mapping into an EnsembleConfig (ConfigError naming the key otherwise)."""
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(obj).__name__}")
+    unknown_keys(obj, allowed_keys(), source, ConfigError)
+    classes = tuple(obj.get("classes", CLASSES))
+    if classes != CLASSES:
+        raise ConfigError(f"{source}.classes: {list(classes)} differs from the data's {list(CLASSES)}")
+    for req in ["members"] + [p.yaml for p in PARAMS if p.required]:
+        if req not in obj:
+            raise ConfigError(f"{source}: missing required key {req!r}")
+    members = _members(obj, source, classes)
+    params = PostParams(**read_values(obj, classes, source, ConfigError))
+    if params.needs_classifier and "classifier" not in {m.kind for m in members}:
+        used = sorted({p.yaml for s in STEPS[1:] if s.needs_classifier for p in s.params if p.classifier})
+        raise ConfigError(f"{source}: {' / '.join(used)} need a member of kind 'classifier'")
     return EnsembleConfig(tuple(members), params, classes, _metric(obj.get("metric"), f"{source}.metric"))
 
 
@@ -251,7 +205,7 @@ def load_ensemble_config(path) -> EnsembleConfig:
 
 # ------------------------------------------------------------------------------------------- fusion
 def _fuse_stacks(cfg: EnsembleConfig, pix: np.ndarray, cls: np.ndarray | None, impl: str):
-    fused_cls = (fuse_classifier(cls, cfg.weights("classifier"), cfg.params.cls_window)
+    fused_cls = (fuse_classifier(cls, cfg.weights("classifier"), cfg.params.z_window)
                  if cls is not None and len(cls) else None)
     return postprocess(pix, cfg.weights("pixel"), cfg.params, fused_cls, impl)
 

@@ -31,6 +31,8 @@ __all__ = [
     "keep_range",
     "normalise_weights",
     "plane_counts",
+    "remove_relative_3d",
+    "remove_relative_3d_numpy",
     "remove_small_2d",
     "remove_small_2d_numpy",
     "remove_small_3d",
@@ -405,60 +407,80 @@ def remove_small_2d_numpy(bits, counts, min_area, connectivity: int = 8) -> None
 
 
 @_jit
-def _remove_small_3d(bits, counts, min_volume, conn26):
+def _components_3d(bits, c, total, visited, conn26):
+    """The 3D components of class c (26-/6-connected): (order, start, n) with component k's voxels (flat
+    indices, BFS order) at ``order[start[k]:start[k + 1]]``. ``visited``: uint8 (D, H, W), bit c clear on
+    entry (set on the class's voxels on return); ``total``: the class's positive voxels."""
     d_, h_, w_ = bits.shape
     hw = h_ * w_
-    visited = np.zeros((d_, h_, w_), np.uint8)
+    b = np.uint8(1 << c)
+    order = np.empty(total, np.int64)
+    start = np.empty(total + 1, np.int64)
+    n, tail = 0, 0
+    for z0 in range(d_):
+        for y0 in range(h_):
+            for x0 in range(w_):
+                if not (bits[z0, y0, x0] & b) or (visited[z0, y0, x0] & b):
+                    continue
+                visited[z0, y0, x0] |= b
+                start[n] = tail
+                n += 1
+                head = tail
+                order[tail] = z0 * hw + y0 * w_ + x0
+                tail += 1
+                while head < tail:  # the queue is the component's slice of ``order``
+                    p = order[head]
+                    head += 1
+                    z = p // hw
+                    y = (p - z * hw) // w_
+                    x = p - z * hw - y * w_
+                    for dz in range(-1, 2):
+                        nz = z + dz
+                        if nz < 0 or nz >= d_:
+                            continue
+                        for dy in range(-1, 2):
+                            ny = y + dy
+                            if ny < 0 or ny >= h_:
+                                continue
+                            for dx in range(-1, 2):
+                                k = abs(dz) + abs(dy) + abs(dx)
+                                if k == 0 or (not conn26 and k > 1):
+                                    continue
+                                nx = x + dx
+                                if nx < 0 or nx >= w_:
+                                    continue
+                                if (bits[nz, ny, nx] & b) and not (visited[nz, ny, nx] & b):
+                                    visited[nz, ny, nx] |= b
+                                    order[tail] = nz * hw + ny * w_ + nx
+                                    tail += 1
+    start[n] = tail
+    return order, start, n
+
+
+@_jit
+def _drop_voxels(bits, counts, c, order, i0, i1):
+    hw = bits.shape[1] * bits.shape[2]
+    w_ = bits.shape[2]
+    keep = np.uint8(~(1 << c) & 0xFF)
+    for i in range(i0, i1):
+        p = order[i]
+        z = p // hw
+        y = (p - z * hw) // w_
+        bits[z, y, p - z * hw - y * w_] &= keep
+        counts[z, c] -= 1
+
+
+@_jit
+def _remove_small_3d(bits, counts, min_volume, conn26):
+    visited = np.zeros(bits.shape, np.uint8)
     for c in range(counts.shape[1]):
         total = counts[:, c].sum()
         if total == 0 or min_volume[c] <= 1:
             continue
-        b = np.uint8(1 << c)
-        mark = np.uint8(1 << c)  # visited bit of this class
-        keep = np.uint8(~(1 << c) & 0xFF)
-        queue = np.empty(total, np.int64)
-        for z0 in range(d_):
-            if counts[z0, c] == 0:
-                continue
-            for y0 in range(h_):
-                for x0 in range(w_):
-                    if not (bits[z0, y0, x0] & b) or (visited[z0, y0, x0] & mark):
-                        continue
-                    visited[z0, y0, x0] |= mark
-                    queue[0] = z0 * hw + y0 * w_ + x0
-                    head, tail = 0, 1
-                    while head < tail:
-                        p = queue[head]
-                        head += 1
-                        z = p // hw
-                        y = (p - z * hw) // w_
-                        x = p - z * hw - y * w_
-                        for dz in range(-1, 2):
-                            nz = z + dz
-                            if nz < 0 or nz >= d_:
-                                continue
-                            for dy in range(-1, 2):
-                                ny = y + dy
-                                if ny < 0 or ny >= h_:
-                                    continue
-                                for dx in range(-1, 2):
-                                    k = abs(dz) + abs(dy) + abs(dx)
-                                    if k == 0 or (not conn26 and k > 1):
-                                        continue
-                                    nx = x + dx
-                                    if nx < 0 or nx >= w_:
-                                        continue
-                                    if (bits[nz, ny, nx] & b) and not (visited[nz, ny, nx] & mark):
-                                        visited[nz, ny, nx] |= mark
-                                        queue[tail] = nz * hw + ny * w_ + nx
-                                        tail += 1
-                    if tail < min_volume[c]:
-                        for i in range(tail):
-                            p = queue[i]
-                            z = p // hw
-                            y = (p - z * hw) // w_
-                            bits[z, y, p - z * hw - y * w_] &= keep
-                            counts[z, c] -= 1
+        order, start, n = _components_3d(bits, c, total, visited, conn26)
+        for k in range(n):
+            if start[k + 1] - start[k] < min_volume[c]:
+                _drop_voxels(bits, counts, c, order, start[k], start[k + 1])
 
 
 def remove_small_3d(bits, counts, min_volume, connectivity: int = 8) -> None:
@@ -475,6 +497,47 @@ def remove_small_3d_numpy(bits, counts, min_volume, connectivity: int = 8) -> No
             continue
         lab, _ = ndimage.label((bits >> c) & 1, structure=struct)
         small = np.bincount(lab.ravel()) < min_volume[c]
+        small[0] = False
+        drop = small[lab]
+        bits[drop] &= np.uint8(~(1 << c) & 0xFF)
+        counts[:, c] -= drop.reshape(len(drop), -1).sum(1)
+
+
+@_jit
+def _remove_relative_3d(bits, counts, fraction, conn26):
+    visited = np.zeros(bits.shape, np.uint8)
+    for c in range(counts.shape[1]):
+        total = counts[:, c].sum()
+        if total == 0 or fraction[c] <= 0:
+            continue
+        order, start, n = _components_3d(bits, c, total, visited, conn26)
+        largest = 0
+        for k in range(n):
+            largest = max(largest, start[k + 1] - start[k])
+        limit = fraction[c] * largest  # float64: the twin compares the same way
+        for k in range(n):
+            if start[k + 1] - start[k] < limit:
+                _drop_voxels(bits, counts, c, order, start[k], start[k + 1])
+
+
+def remove_relative_3d(bits, counts, fraction, connectivity: int = 8) -> None:
+    """In place: per class, remove 3D components (26-/6-connected for 8/4) with fewer voxels than
+    ``fraction[c]`` (float, in [0, 1]) times the class's largest component in the volume. 0 keeps all;
+    1 keeps the largest (all of them on a tie). Stray blobs cost the Hausdorff term most."""
+    _remove_relative_3d(bits, counts, np.asarray(fraction, np.float64), _conn(connectivity))
+
+
+def remove_relative_3d_numpy(bits, counts, fraction, connectivity: int = 8) -> None:
+    from scipy import ndimage
+
+    fraction = np.asarray(fraction, np.float64)
+    struct = ndimage.generate_binary_structure(3, 3 if _conn(connectivity) else 1)
+    for c in range(counts.shape[1]):
+        if counts[:, c].sum() == 0 or fraction[c] <= 0:
+            continue
+        lab, _ = ndimage.label((bits >> c) & 1, structure=struct)
+        sizes = np.bincount(lab.ravel())
+        small = sizes < fraction[c] * sizes[1:].max()
         small[0] = False
         drop = small[lab]
         bits[drop] &= np.uint8(~(1 << c) & 0xFF)

@@ -1,99 +1,129 @@
 """The post-processing pipeline of one case-day: member maps -> bit-flag mask.
 
-Steps, in order: weighted fusion and per-class thresholds (one numba pass, no float map kept) ->
-classifier gating (on the fused classifier probability, optionally averaged over a window of slices along
-z: :func:`fuse_classifier`) and minimum positive pixels per slice -> truncation (first/last k slices,
-slices beyond the last classifier-positive slice + margin) -> removal of small 2D components -> optional
-removal of small 3D components -> optional z smoothing of per-slice presence. Every number comes from
-:class:`PostParams` (built from the ensemble YAML by :mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs
-the numpy twins.
+The steps and their order are declared once, in :data:`kaggle_kit.post.steps.STEPS`: weighted fusion and
+per-class thresholds (one numba pass, no float map kept) -> classifier gating (on the fused classifier
+probability, optionally averaged over a window of slices along z: :func:`fuse_classifier`) and minimum
+positive pixels per slice -> truncation (first/last k slices, slices beyond the last classifier-positive
+slice + margin) -> removal of small 2D components -> of small 3D components -> of 3D components small
+relative to the class's largest -> z smoothing of per-slice presence. :func:`postprocess` is one loop over
+that list; every number comes from :class:`PostParams` (built from the ensemble YAML by
+:mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs the numpy twins.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
 
 import numpy as np
 
 from kaggle_kit.metric.presence import smooth_z
 from kaggle_kit.post import kernels as K
+from kaggle_kit.post.steps import PARAMS, STEPS, Context, by_name
 
 __all__ = ["PostParams", "fuse_classifier", "postprocess", "smooth_z"]
 
 
-@dataclass(frozen=True)
 class PostParams:
-    """Post-processing parameters, per class where a tuple (probabilities in [0, 1]).
+    """Every number of the pipeline by its name in :data:`~kaggle_kit.post.steps.PARAMS`: a per-class
+    number is a tuple of C values (a scalar is repeated), a global one a scalar. A missing number or ``None``
+    is the parameter's neutral value (its step is then a no-op). Immutable; equal when all numbers are."""
 
-    ``None`` switches a step off. ``connectivity`` 8 (default) or 4 applies to 2D components; 3D ones use
-    26 or 6.
-    """
+    __slots__ = ("_v",)
 
-    threshold: tuple[float, ...]
-    gate_prob: tuple[float, ...] | None = None
-    gate_min_pixels: tuple[int, ...] | None = None
-    first_k: tuple[int, ...] | None = None
-    last_k: tuple[int, ...] | None = None
-    tail_margin: int | None = None
-    tail_prob: tuple[float, ...] | None = None
-    min_area_2d: tuple[int, ...] | None = None
-    min_volume_3d: tuple[int, ...] | None = None
-    connectivity: int = 8
-    z_smoothing: bool = False
-    cls_window: tuple[int, ...] | None = None  # odd: centred mean of the fused classifier prob over z (1 = off)
+    def __init__(self, threshold, **values):
+        unknown = sorted(set(values) - {p.name for p in PARAMS})
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], [p.name for p in PARAMS], n=1)
+            raise TypeError(f"PostParams: unknown number {unknown[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint
+                                                                           else ""))
+        values["threshold"] = threshold
+        n = len(tuple(threshold))
+        v = {}
+        for p in PARAMS:
+            x = values.get(p.name)
+            if p.per_class:
+                x = (x,) * n if x is None or np.isscalar(x) else tuple(x)
+                if len(x) != n:
+                    raise ValueError(f"PostParams.{p.name}: {len(x)} values for {n} classes")
+                x = tuple(p.neutral if e is None else e for e in x)
+            elif x is None:
+                x = p.neutral
+            v[p.name] = x
+        object.__setattr__(self, "_v", v)
+
+    def __getattr__(self, name):
+        if name == "_v":
+            raise AttributeError(name)
+        try:
+            return self._v[name]
+        except KeyError:
+            raise AttributeError(f"PostParams has no number {name!r}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("PostParams is immutable")
+
+    def __eq__(self, other):
+        return isinstance(other, PostParams) and self._v == other._v
+
+    def __hash__(self):
+        return hash(tuple(self._v.items()))
+
+    def __reduce__(self):
+        return _rebuild, (self._v,)
+
+    def __repr__(self):
+        return "PostParams(" + ", ".join(f"{k}={v!r}" for k, v in self._v.items()) + ")"
+
+    @property
+    def values(self) -> dict:
+        """name -> per-class tuple / global scalar (a copy)."""
+        return dict(self._v)
 
     @property
     def n_classes(self) -> int:
-        return len(self.threshold)
+        return len(self._v["threshold"])
+
+    def for_class(self, c: int) -> dict:
+        """Class c's numbers: name -> scalar (globals included)."""
+        return {n: (x[c] if by_name(n).per_class else x) for n, x in self._v.items()}
 
     @property
     def needs_classifier(self) -> bool:
-        return self.gate_prob is not None or self.tail_margin is not None
+        return any(s.uses_classifier(self.for_class(c)) for s in STEPS[1:] for c in range(self.n_classes))
 
 
-def _scale(p) -> np.ndarray:
-    return np.asarray(p, np.float64) * 255.0
+def _rebuild(values: dict) -> PostParams:
+    return PostParams(**values)
 
 
 def fuse_classifier(stack: np.ndarray, weights: np.ndarray, windows=None) -> np.ndarray:
     """Classifier members uint8 (M, D, C), normalised weights (M, C) -> float32 (D, C) on the 0..255 scale,
-    then (``windows``: one odd int per class) averaged along z by :func:`smooth_z`."""
+    then (``windows``: one odd int per class, the ``z_window`` numbers) averaged along z by :func:`smooth_z`."""
     m, d, c = stack.shape
     fused = K.fuse_numpy(stack.reshape(m, d, c, 1, 1), weights)[:, :, 0, 0]
     return fused if windows is None or all(int(w) == 1 for w in windows) else smooth_z(fused, windows)
-
-
-_NUMBA = {"fuse_threshold": K.fuse_threshold, "gate": K.gate, "truncate": K.truncate,
-          "small2d": K.remove_small_2d, "small3d": K.remove_small_3d, "zsmooth": K.z_smooth}
-_NUMPY = {"fuse_threshold": K.fuse_threshold_numpy, "gate": K.gate_numpy, "truncate": K.truncate_numpy,
-          "small2d": K.remove_small_2d_numpy, "small3d": K.remove_small_3d_numpy, "zsmooth": K.z_smooth_numpy}
 
 
 def postprocess(stack: np.ndarray, weights: np.ndarray, params: PostParams, cls: np.ndarray | None = None,
                 impl: str = "numba") -> tuple[np.ndarray, np.ndarray]:
     """One case-day: pixel members uint8 (M, D, C, H, W), normalised weights float32 (M, C), fused classifier
     float32 (D, C) on the 0..255 scale (or None) -> bits uint8 (D, H, W), counts int64 (D, C). ``cls`` is
-    :func:`fuse_classifier`'s output, which applies ``params.cls_window``; this function does not."""
-    k = _NUMBA if impl == "numba" else _NUMPY if impl == "numpy" else None
-    if k is None:
+    :func:`fuse_classifier`'s output, which applies ``params.z_window``; this function does not.
+
+    The steps of :data:`~kaggle_kit.post.steps.STEPS` in order; a step that is a no-op for every class is
+    skipped (running it would change nothing)."""
+    if impl not in ("numba", "numpy"):
         raise ValueError(f"impl must be 'numba' or 'numpy', got {impl!r}")
     c = params.n_classes
     if stack.shape[2] != c:
         raise ValueError(f"maps have {stack.shape[2]} classes, the parameters {c}")
     if params.needs_classifier and cls is None:
         raise ValueError("gating / tail truncation need classifier probabilities")
-    bits, counts = k["fuse_threshold"](stack, weights, _scale(params.threshold))
-    if params.gate_prob is not None or params.gate_min_pixels is not None:
-        k["gate"](bits, counts, cls if params.gate_prob is not None else None,
-                  None if params.gate_prob is None else _scale(params.gate_prob), params.gate_min_pixels)
-    if params.first_k is not None or params.last_k is not None or params.tail_margin is not None:
-        zeros = (0,) * c
-        lo, hi = K.keep_range(len(bits), params.first_k or zeros, params.last_k or zeros, cls,
-                              None if params.tail_prob is None else _scale(params.tail_prob), params.tail_margin)
-        k["truncate"](bits, counts, lo, hi)
-    if params.min_area_2d is not None:
-        k["small2d"](bits, counts, np.asarray(params.min_area_2d, np.int64), params.connectivity)
-    if params.min_volume_3d is not None:
-        k["small3d"](bits, counts, np.asarray(params.min_volume_3d, np.int64), params.connectivity)
-    if params.z_smoothing:
-        k["zsmooth"](bits, counts)
+    v = params.values
+    per_class = [params.for_class(k) for k in range(c)]
+    fusion, *steps = STEPS
+    bits, counts = fusion.apply(stack, weights, v, impl)
+    ctx = Context(depth=len(bits), cls=cls)
+    for step in steps:
+        if any(step.active(pc) for pc in per_class):
+            step.apply(bits, counts, v, ctx, impl)
     return bits, counts

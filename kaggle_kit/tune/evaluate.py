@@ -1,11 +1,13 @@
 """The exact evaluation engine of OOF tuning: cropped OOF data, per-case-day statistics, memoised candidates.
 
-Every candidate runs the kernels of :func:`kaggle_kit.post.postprocess.postprocess`, step by step in its
-order and with its arguments, and is scored with the :class:`~kaggle_kit.metric.scorer.Scorer`'s formulas
-(Dice rows from the metric's ``scan``, the Hausdorff term from ``directed_from_scan`` /
-``slices_from_scan``, normalised by the full volume's shape). Sums run in the Scorer's order, so a setting's
-score here equals, bit for bit, the score of ``tools/ensemble.py --split oof`` (``verify_setting`` runs that
-path; the tests compare the two for random settings under every metric variant).
+Every candidate runs the steps of :data:`kaggle_kit.post.steps.STEPS` in order, each through the same
+step function as :func:`kaggle_kit.post.postprocess.postprocess` (:meth:`Step.apply_key`: the same kernels
+with the same arguments, on one class's crop), and is scored by
+:func:`kaggle_kit.metric.scorer.class_stats`, the per-class statistics the
+:class:`~kaggle_kit.metric.scorer.Scorer` sums, normalised by the full volume's shape. Sums run in the
+Scorer's order, so a setting's score here equals, bit for bit, the score of ``tools/ensemble.py --split
+oof`` (``verify_setting`` runs that path; the tests compare the two for random settings under every metric
+variant).
 
 Why it is fast, all of it exact:
 
@@ -17,7 +19,8 @@ Why it is fast, all of it exact:
   terms), so its score on any subset of case-days (a fold, all folds but one) is a sum: nested runs share
   every evaluation;
 - within a pass, candidates that share a pipeline prefix share its result (one fusion per weight set for a
-  threshold sweep, one thresholded mask for a gating sweep, ...), and a final mask equal to one already
+  threshold sweep, one thresholded mask for a gating sweep, ...: a class key has one element per step, see
+  :func:`class_key`), and a final mask equal to one already
   scored for that (case-day, class) re-uses its statistics instead of recomputing the Hausdorff distance;
 - case-days run on a thread pool (the numba kernels release the GIL).
 """
@@ -32,20 +35,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kaggle_kit.data.raw import CLASSES
-from kaggle_kit.utils import progress
+from kaggle_kit.metric.kernels import scan
+from kaggle_kit.metric.scorer import MetricConfig, Scorer, class_stats
 from kaggle_kit.post import kernels as K
-from kaggle_kit.metric.kernels import INF, directed_from_scan, scan, slices_from_scan
-from kaggle_kit.metric.scorer import MetricConfig, Scorer, _unit_cube_weights
 from kaggle_kit.post.postprocess import fuse_classifier
-from kaggle_kit.tune.space import ClassParams, GlobalParams
+from kaggle_kit.post.steps import CLASSIFIER, STEPS, Context
+from kaggle_kit.tune.space import class_values
+from kaggle_kit.utils import progress
 
-__all__ = ["Evaluator", "OOFData", "class_key", "load_oof", "score_crop", "setting_keys", "total_score",
+__all__ = ["LEVELS", "Evaluator", "OOFData", "class_key", "load_oof", "setting_keys", "total_score",
            "verify_setting"]
 
-
-# canonical key of one class's pipeline: (w, thr, (w_cls, cls_window), gate_prob, gate_min, first_k, last_k,
-# tail, conn, min_area, min_vol, z_smoothing); a pipeline stage's result depends on a prefix of it
-_LEVELS = (1, 2, 5, 8, 10, 11, 12)  # fuse, threshold, gate, truncate, small 2D, small 3D, z smoothing
+_FUSION, _STEPS = STEPS[0], STEPS[1:]
+# A class key (see class_key) is (weights, threshold, key of STEPS[1], ..., key of STEPS[-1]); the result of
+# the fused float map depends on its first element, the thresholded mask on the first two, the mask after
+# STEPS[i] on the first i + 2. These prefix lengths are the levels the evaluation caches.
+LEVELS = tuple(range(1, len(STEPS) + 2))
 
 
 def _norm(w) -> tuple[float, ...]:
@@ -53,17 +58,15 @@ def _norm(w) -> tuple[float, ...]:
     return tuple(float(x) for x in K.normalise_weights(np.asarray(w, np.float64)[:, None])[:, 0])
 
 
-def class_key(cp: ClassParams, gp: GlobalParams) -> tuple:
-    """Canonical key of a class's pipeline: settings with identical results get the same key."""
-    gate_prob = cp.gate_prob or None  # 0: the classifier is never below it
-    tail = (gp.tail_margin, cp.tail_prob) if gp.tail_margin is not None and cp.tail_prob else None
-    uses_cls = (gate_prob is not None or tail is not None) and cp.w_cls
-    w_cls = (_norm(cp.w_cls), int(cp.cls_window)) if uses_cls else ()
-    min_area = cp.min_area if cp.min_area and cp.min_area > 1 else None
-    min_vol = cp.min_vol if cp.min_vol and cp.min_vol > 1 else None
-    conn = gp.connectivity if (min_area or min_vol) else 8
-    return (_norm(cp.w_pix), float(cp.thr), w_cls, gate_prob, cp.gate_min or None, cp.first_k or None,
-            cp.last_k or None, tail, conn, min_area, min_vol, bool(gp.z_smoothing))
+def class_key(cp, gp) -> tuple:
+    """Canonical key of a class's pipeline (``cp``: its ClassParams, ``gp``: the GlobalParams): normalised
+    pixel weights, threshold, then one element per step of STEPS[1:] (:meth:`Step.key`: None when the step
+    is a no-op for the class, else the numbers it reads, with the classifier's normalised weights and z
+    window when it reads the classifier). Settings with identical results mostly get the same key; settings
+    with different results never do."""
+    v = class_values(cp, gp)
+    cls_key = (_norm(cp.classifier_weights), int(cp.z_window)) if cp.classifier_weights else ()
+    return (_norm(cp.weights), float(cp.threshold)) + tuple(s.key(v, cls_key) for s in _STEPS)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -192,48 +195,6 @@ def _seq_sum(a) -> float:
     return s
 
 
-def score_crop(bits: np.ndarray, truth: np.ndarray, full_shape, cfg: MetricConfig, work: dict) -> tuple:
-    """(dice_sum, dice_rows, hd_sum, hd_terms) of one class in one case-day, from the crop of its predicted
-    (bit 0) and true masks, uint8 (dz, dy, dx); the formulas of :class:`Scorer` (``add`` / ``_class_hd``)
-    with the full volume's ``full_shape`` (D, H, W) for the normalisers and the rows outside the crop (empty
-    in both masks)."""
-    d, h, w = full_shape
-    sc = scan(bits, truth, 1)
-    n_p, n_g, n_i = sc.counts[:, 0, 0], sc.counts[:, 0, 1], sc.counts[:, 0, 2]
-    den = n_p + n_g
-    rows = den > 0
-    dice_sum = _seq_sum(np.where(rows, 2.0 * n_i / np.maximum(den, 1), 0.0))
-    dice_n = int(rows.sum())
-    if cfg.empty_dice_one:
-        both_empty = d - dice_n
-        dice_sum, dice_n = dice_sum + both_empty, dice_n + both_empty
-    if cfg.hd_variant == "2d":
-        keep = n_g > 0
-        k = int(keep.sum())
-        if not k:
-            return dice_sum, dice_n, 0.0, 0
-        sq = np.maximum(slices_from_scan(sc, bits, truth, 0, 1), slices_from_scan(sc, bits, truth, 1, 0))
-        hd = np.sqrt(sq[keep].astype(np.float64)) / math.sqrt(h * h + w * w)
-        hd[n_p[keep] == 0] = 1.0
-        return dice_sum, dice_n, float(hd.sum()), k
-    gp, gg, gi = int(n_p.sum()), int(n_g.sum()), int(n_i.sum())
-    if gg == 0:
-        return dice_sum, dice_n, 0.0, 0
-    if gp == 0:
-        return dice_sum, dice_n, 1.0, 1
-    if cfg.hd_variant == "3d_unit_cube":
-        weights, norm = _unit_cube_weights(full_shape)
-    else:
-        weights, norm = (1, 1, 1), math.sqrt(d * d + h * h + w * w)
-    sq = 0
-    if gi < gp:
-        sq = directed_from_scan(sc, bits, truth, 0, 1, weights, work=work)
-    if cfg.hd_variant != "3d_directed" and gi < gg:
-        sq = max(sq, directed_from_scan(sc, bits, truth, 1, 0, weights, work=work))
-    assert sq < INF
-    return dice_sum, dice_n, math.sqrt(sq) / norm, 1
-
-
 def total_score(sums: np.ndarray, cfg: MetricConfig) -> float:
     """Score from per-class sums (C, 4) = (dice_sum, dice_rows, hd_sum, hd_terms), as ``Scorer.result``."""
     ds, dn = _seq_sum(sums[:, 0]), round(_seq_sum(sums[:, 1]))
@@ -262,7 +223,8 @@ class _Pass:
         return out
 
     def _cls(self, cd: _CaseDay, c: int, w_cls: tuple, cache: dict) -> np.ndarray:
-        """The fused classifier prob of class c (D, 1), as ``postprocess`` gets it; w_cls = (weights, window)."""
+        """The fused classifier prob of class c (D, 1), as ``postprocess`` gets it; w_cls = (normalised
+        weights, z window), the classifier element of a step key."""
         key = (c, w_cls)
         if key not in cache:
             weights, window = w_cls
@@ -273,14 +235,15 @@ class _Pass:
     def _class(self, cd: _CaseDay, c: int, keys: list, work: dict, cls_cache: dict) -> list:
         crop = cd.crops[c]
         if crop is None:  # no candidate pixel and no truth: both-empty rows only
-            dn = cd.shape[0] if self.metric.empty_dice_one else 0
-            return [(float(dn), dn, 0.0, 0)] * len(keys)
-        ranks = [{} for _ in _LEVELS]
+            empty = np.zeros((1, 1, 1), np.uint8)
+            st = class_stats(scan(empty, empty, 1), empty, empty, 0, self.metric, work, cd.shape)
+            return [st] * len(keys)
+        ranks = [{} for _ in LEVELS]
         order = sorted(range(len(keys)), key=lambda i: tuple(
-            ranks[j].setdefault(keys[i][:n], len(ranks[j])) for j, n in enumerate(_LEVELS)))
+            ranks[j].setdefault(keys[i][:n], len(ranks[j])) for j, n in enumerate(LEVELS)))
         remaining: dict = {}
         for k in keys:
-            for n in _LEVELS:
+            for n in LEVELS:
                 remaining[k[:n]] = remaining.get(k[:n], 0) + 1
         cache: dict = {}
         scored: list = []  # (counts, bits, stats) of final masks already scored
@@ -288,32 +251,33 @@ class _Pass:
         for i in order:
             k = keys[i]
             level, state = -1, None
-            for j in range(len(_LEVELS) - 1, -1, -1):
-                if k[:_LEVELS[j]] in cache:
-                    level, state = j, cache[k[:_LEVELS[j]]]
+            for j in range(len(LEVELS) - 1, -1, -1):
+                if k[:LEVELS[j]] in cache:
+                    level, state = j, cache[k[:LEVELS[j]]]
                     break
             bits = counts = fused = None
             if level == 0:
                 fused = state
             elif level > 0:
                 bits, counts = state[0].copy(), state[1].copy()
-            for j in range(level + 1, len(_LEVELS)):
+            weights = np.asarray(k[0], np.float32)[:, None]
+            for j in range(level + 1, len(LEVELS)):
                 if j == 0:
                     if remaining[k[:1]] > 1:  # a sweep shares this fusion: keep the float map
-                        fused = K.fuse(crop.pix, np.asarray(k[0], np.float32)[:, None])
+                        fused = _FUSION.fuse(crop.pix, weights)
                         cache[k[:1]] = fused
                     continue
                 if j == 1:
-                    thr = np.array([k[1] * 255.0])
-                    if fused is not None:
-                        bits, counts = K.threshold(fused, thr)
-                    else:
-                        bits, counts = K.fuse_threshold(crop.pix, np.asarray(k[0], np.float32)[:, None], thr)
-                else:
-                    self._step(j, k, cd, c, crop, bits, counts, cls_cache)
-                if remaining[k[:_LEVELS[j]]] > 1:
-                    cache[k[:_LEVELS[j]]] = (bits.copy(), counts.copy())
-            for n in _LEVELS:
+                    v = {"threshold": (k[1],)}
+                    bits, counts = (_FUSION.threshold(fused, v) if fused is not None
+                                    else _FUSION.apply(crop.pix, weights, v))
+                elif k[j] is not None:
+                    cls_key = dict(k[j]).get(CLASSIFIER)
+                    ctx = Context(cd.shape[0], crop.z0, None if cls_key is None else self._cls(cd, c, cls_key, cls_cache))
+                    _STEPS[j - 2].apply_key(bits, counts, k[j], ctx)
+                if remaining[k[:LEVELS[j]]] > 1:
+                    cache[k[:LEVELS[j]]] = (bits.copy(), counts.copy())
+            for n in LEVELS:
                 remaining[k[:n]] -= 1
                 if not remaining[k[:n]]:
                     cache.pop(k[:n], None)
@@ -322,32 +286,10 @@ class _Pass:
                     stats[i] = st
                     break
             else:
-                stats[i] = score_crop(bits, crop.truth, cd.shape, self.metric, work)
+                stats[i] = class_stats(scan(bits, crop.truth, 1), bits, crop.truth, 0, self.metric, work, cd.shape)
                 scored.insert(0, (counts, bits, stats[i]))
                 del scored[4:]
         return stats
-
-    def _step(self, j, k, cd, c, crop, bits, counts, cls_cache) -> None:
-        """Pipeline step j (2: gate, 3: truncate, 4: small 2D, 5: small 3D, 6: z smoothing) in place, with
-        the calls and arguments :func:`postprocess` makes for this class."""
-        _, _, w_cls, gate_prob, gate_min, first_k, last_k, tail, conn, min_area, min_vol, zs = k
-        dz = bits.shape[0]
-        if j == 2 and (gate_prob is not None or gate_min is not None):
-            cls = self._cls(cd, c, w_cls, cls_cache)[crop.z0:crop.z0 + dz] if gate_prob is not None else None
-            K.gate(bits, counts, cls, None if gate_prob is None else np.array([gate_prob * 255.0]),
-                   None if gate_min is None else np.array([gate_min], np.int64))
-        elif j == 3 and (first_k or last_k or tail):
-            cls = self._cls(cd, c, w_cls, cls_cache) if tail else None
-            lo, hi = K.keep_range(cd.shape[0], (first_k or 0,), (last_k or 0,), cls,
-                                  None if tail is None else np.array([tail[1] * 255.0]),
-                                  None if tail is None else tail[0])
-            K.truncate(bits, counts, lo - crop.z0, hi - crop.z0)
-        elif j == 4 and min_area:
-            K.remove_small_2d(bits, counts, np.array([min_area], np.int64), conn)
-        elif j == 5 and min_vol:
-            K.remove_small_3d(bits, counts, np.array([min_vol], np.int64), conn)
-        elif j == 6 and zs:
-            K.z_smooth(bits, counts)
 
 
 class Evaluator:

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from kaggle_kit.post.steps import PARAMS
 from kaggle_kit.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["write_report", "write_tuned_yaml"]
 
-_STAGE_TITLES = {
-    "gate_prob": "classifier gate prob", "gate_min": "gate: min pixels",
-    "cls_window": "classifier z window (slices)", "tail_prob": "tail prob",
-    "first_k": "drop first k", "last_k": "drop last k", "min_area": "min area 2D (px)",
-    "min_vol": "min volume 3D (vox)", "classifier_weights": "classifier weights",
-}
+# the per-class sweeps plotted in sweeps.png and their titles (thresholds and weights have their own plots)
+_STAGE_TITLES = {"classifier_weights": "classifier weights",
+                 **{p.name: p.label for p in PARAMS if p.per_class and p.name != "threshold"}}
+_GLOBALS = tuple(p.name for p in PARAMS if not p.per_class)
 
 
 def _f(v, nd: int = 4) -> str:
@@ -115,7 +114,7 @@ def _plot_weights(res, out: Path, members: list[str]) -> bool:
 
 def _plot_other_sweeps(res, out: Path) -> bool:
     stages = [st for st in _STAGE_TITLES if _sweeps(res, st)]
-    globals_ = [s for s in res["sweeps"] if s["stage"] in ("tail_margin", "connectivity", "z_smoothing")]
+    globals_ = [s for s in res["sweeps"] if s["stage"] in _GLOBALS]
     n = len(stages) + len(globals_)
     if not n:
         return False
@@ -197,15 +196,19 @@ def _plot_steps(res, out: Path) -> bool:
     return True
 
 
+def _yaml_value(ens: dict, p):
+    """A number's value in the tuned ensemble mapping (None when not written: neutral)."""
+    v = ens
+    for k in p.path:
+        v = v.get(k) if isinstance(v, dict) else None
+    return v
+
+
 def _class_table(ens: dict, classes) -> list[str]:
     def get(v, c):
         return v.get(c) if isinstance(v, dict) else v
 
-    g, t = ens.get("gating", {}), ens.get("truncation", {})
-    rows = [("threshold", ens["threshold"]), ("gate prob", g.get("prob")), ("gate min pixels", g.get("min_pixels")),
-            ("classifier z window", g.get("z_window")), ("drop first k", t.get("first_k")),
-            ("drop last k", t.get("last_k")), ("tail prob", t.get("tail_prob")),
-            ("min area 2D", ens.get("min_area_2d")), ("min volume 3D", ens.get("min_volume_3d"))]
+    rows = [(p.label, _yaml_value(ens, p)) for p in PARAMS if p.per_class]
     out = ["| number | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
     for name, v in rows:
         out.append(f"| {name} | " + " | ".join("off" if v is None else str(get(v, c)) for c in classes) + " |")
@@ -256,8 +259,8 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
     md += ["", "## Tuned numbers", "", (f"Members kept: {', '.join(s['members_kept'])}; dropped (weight 0 for every "
            f"class, or a classifier no step uses): {', '.join(s['members_dropped']) or 'none'}."), ""]
     md += _class_table(ens, CLASSES)
-    md += ["", (f"Global: connectivity {ens['connectivity']}, z-smoothing {ens['z_smoothing']}, tail margin "
-               f"{ens.get('truncation', {}).get('tail_margin', 'off')}.")]
+    md += ["", "Global: " + ", ".join(f"{p.label} {'off' if _yaml_value(ens, p) is None else _yaml_value(ens, p)}"
+                                      for p in PARAMS if not p.per_class) + "."]
     st = res["steps"]
     held = "held_out_mean" in st[0]
     md += ["", "## Gain of each step", "",

@@ -4,12 +4,13 @@ Input: a search space (:class:`SearchSpace`, from YAML, see ``configs/ensemble/s
 OOF probability maps of the candidate members and the cache masks. Output: the tuned ensemble as the mapping
 ``tools/ensemble.py`` reads, plus everything the report shows (:func:`tune_oof`).
 
-Modules: :mod:`.tune_space` (the search YAML, settings, the ensemble mapping of a setting),
-:mod:`.tune_eval` (the exact, memoised evaluation of candidates on cropped OOF data), this one (the search:
-coordinate ascent, nested evaluation, step gains) and :mod:`.tune_report` (markdown + plots).
+Modules: :mod:`.space` (the search YAML, settings, the ensemble mapping of a setting),
+:mod:`.evaluate` (the exact, memoised evaluation of candidates on cropped OOF data), this one (the search:
+coordinate ascent, nested evaluation, step gains) and :mod:`.report` (markdown + plots). The numbers, their
+order and the pipeline itself come from :data:`kaggle_kit.post.steps.STEPS`.
 
-Exactness: candidates are scored by the kernels of ``postprocess`` and the Scorer's formulas (see
-:mod:`.tune_eval`), so the chosen setting's in-sample score is the score ``tools/ensemble.py --split oof``
+Exactness: candidates run the step functions of ``postprocess`` and are scored by the Scorer's per-class
+statistics (see :mod:`.evaluate`), so the chosen setting's in-sample score is the score ``tools/ensemble.py --split oof``
 prints; :func:`tune_oof` re-runs the tuned YAML through :func:`~kaggle_kit.post.ensemble.fuse_case_day` +
 ``Scorer`` and reports that score and its difference from the search's own (``skew``, 0.0 in every test).
 
@@ -18,15 +19,15 @@ Why per-class coordinate ascent is valid. The metric pools rows and volumes over
 the prediction: a row predicted on an empty truth counts, a row empty in both does not) and
 ``hd = sum_c H_c / sum_c T_c`` (T_c: volumes, or rows for the 2D variant, with non-empty truth: independent of
 the prediction). Every post-processing step acts on one class's bit plane with that class's numbers, except
-three global ones (``tail_margin``, ``connectivity``, ``z_smoothing``). So (S_c, N_c, H_c) depend only on class
+the global ones (``tail_margin``, ``connectivity``, ``z_smoothing``). So (S_c, N_c, H_c) depend only on class
 c's numbers and the globals, the score is an exact function of the per-class sums, and sweeping class c with
 the others fixed is exact coordinate ascent on the true metric. It is not separable (N_c sits in the pooled
 Dice denominator), hence rounds until nothing changes.
 
 The search: coordinate ascent from the plain average at 0.5 (equal weights, every step off), stage by stage
-(weights, threshold, classifier weights, gate prob, gate min pixels, classifier z window, tail margin, tail
-prob, first k, last k, min area 2D, min volume 3D, connectivity, z smoothing), per class where the number is
-per class, for ``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
+in the order of the step list (:func:`_stages`: weights, threshold, classifier weights, gate prob, gate min
+pixels, classifier z window, tail margin, tail prob, first k, last k, min area 2D, connectivity, min volume
+3D, min relative volume 3D, z smoothing), per class where the number is per class, for ``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
 moves ``refine_step`` of weight between pairs of members, round 3 half of it, and so on; rounds >= 2 try
 each other number's neighbours in its list only. Nested evaluation: one run per held-out
 fold (tuned on the other folds) plus the full fit, advancing in lockstep so that each stage evaluates the
@@ -37,10 +38,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from kaggle_kit.post.steps import CLASSIFIER_PARAMS, PARAMS, STEPS
 from kaggle_kit.tune.evaluate import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
 from kaggle_kit.tune.space import (
     ClassParams,
@@ -136,25 +138,49 @@ class _Run:
     done: bool = False
 
 
-_STAGES = ("weights", "threshold", "classifier_weights", "gate_prob", "gate_min", "cls_window", "tail_margin",
-           "tail_prob", "first_k", "last_k", "min_area", "min_vol", "connectivity", "z_smoothing")
-_GLOBAL_STAGES = ("tail_margin", "connectivity", "z_smoothing")
-_FIELDS = {"weights": "w_pix", "threshold": "thr", "classifier_weights": "w_cls"}  # stage -> ClassParams field
-STEP_GROUPS = (  # the report's step gains: (label, ClassParams fields, GlobalParams fields), cumulative
-    ("plain average @0.5", (), ()),
-    ("+ weights", ("w_pix",), ()),
-    ("+ thresholds", ("thr",), ()),
-    ("+ gating", ("w_cls", "gate_prob", "gate_min", "cls_window"), ()),
-    ("+ min area", ("min_area", "min_vol"), ("connectivity",)),
-    ("+ truncation", ("first_k", "last_k", "tail_prob"), ("tail_margin",)),
-    ("+ z-smoothing", (), ("z_smoothing",)),
-)
+def _stages() -> tuple[str, ...]:
+    """The coordinate stages in order: the pixel weights, then every number of the step list in its order
+    (:data:`kaggle_kit.post.steps.PARAMS`), the classifier weights just before the first step that can read
+    the classifier."""
+    out = ["weights"]
+    for s in STEPS:
+        if s.needs_classifier and "classifier_weights" not in out:
+            out.append("classifier_weights")
+        for p in s.params + s.reads + (CLASSIFIER_PARAMS if s.needs_classifier else ()):
+            if p.name not in out:
+                out.append(p.name)
+    return tuple(out)
 
 
-def _label(v) -> str:
+def _step_groups() -> tuple:
+    """The report's step gains: (label, ClassParams fields, GlobalParams fields), cumulative, one group per
+    step of the list (its numbers not in an earlier group; the classifier's with the first step reading it)."""
+    out = [("plain average @0.5", (), ()), ("+ weights", ("weights",), ())]
+    seen = {"weights"}
+    for s in STEPS:
+        names = [p.name for p in s.params + s.reads + (CLASSIFIER_PARAMS if s.needs_classifier else ())]
+        if s.needs_classifier:
+            names.insert(0, "classifier_weights")
+        names = [n for n in names if n not in seen]
+        seen.update(names)
+        out.append((f"+ {s.label}", tuple(n for n in names if n in _CLASS_FIELDS),
+                    tuple(n for n in names if n not in _CLASS_FIELDS)))
+    return tuple(out)
+
+
+_CLASS_FIELDS = {f.name for f in fields(ClassParams)}
+_STAGES = _stages()
+_GLOBAL_STAGES = tuple(p.name for p in PARAMS if not p.per_class)
+STEP_GROUPS = _step_groups()
+_PARAM = {p.name: p for p in PARAMS}
+
+
+def _label(v, name: str = "") -> str:
     if isinstance(v, tuple):
         return "(" + ", ".join(f"{x:g}" for x in v) + ")"
-    return "off" if v is None else str(v)
+    p = _PARAM.get(name)
+    off = v is None or (p is not None and p.kind in ("count", "prob") and p.is_neutral(v))
+    return "off" if off else str(v)
 
 
 class Tuner:
@@ -174,15 +200,17 @@ class Tuner:
     def start(self) -> Setting:
         """The plain average at threshold 0.5, every step off."""
         mp, mc = len(self.space.pixel), len(self.space.classifier)
-        cp = [ClassParams((1.0,) * mp, 0.5, (1.0,) * mc, tail_prob=self.space.options["tail_prob"][c][0])
+        opts, glob = self.space.options, self.space.globals_
+        cp = [ClassParams((1.0,) * mp, (1.0,) * mc,
+                          **{p.name: opts[p.name][c][0] for p in PARAMS if p.per_class and p.start_first})
               for c in range(self.n_classes)]
-        return tuple(cp), GlobalParams(None, self.space.globals_["connectivity"][0], False)
+        return tuple(cp), GlobalParams(**{p.name: glob[p.name][0] for p in PARAMS if not p.per_class and p.start_first})
 
     def single(self, m: int) -> Setting:
         """Pixel member ``m`` alone at threshold 0.5, every step off."""
         cps, gp = self.start()
         w = tuple(1.0 if j == m else 0.0 for j in range(len(self.space.pixel)))
-        return tuple(replace(cp, w_pix=w) for cp in cps), gp
+        return tuple(replace(cp, weights=w) for cp in cps), gp
 
     def keys(self, setting) -> list[tuple]:
         return setting_keys(setting)
@@ -194,24 +222,21 @@ class Tuner:
     def _values(self, cur, lst: list, rnd: int) -> list:
         return candidate_values(cur, lst, rnd == 1 or self.space.later_rounds == "full")
 
-    def _class_candidates(self, stage: str, c: int, cp: ClassParams, gp: GlobalParams, rnd: int) -> list:
+    def _class_candidates(self, stage: str, c: int, cp, gp, rnd: int) -> list:
+        """(value, ClassParams) candidates of class c's number ``stage``, the current value first; none when
+        they all give the same class key (the number has no effect there, e.g. a tail prob with no tail)."""
         sp = self.space
         if stage == "weights":  # round 1: the grid; then moves of refine_step, halved every round
             refine = sp.weight_refine / 2 ** max(rnd - 2, 0)
-            vals = _weight_candidates(cp.w_pix, sp.weight_step, refine, sp.weight_max_grid, rnd == 1)
-            return [(v, replace(cp, w_pix=v)) for v in dict.fromkeys([cp.w_pix] + vals)]
-        if stage == "classifier_weights":
-            if len(cp.w_cls) < 2 or not (cp.gate_prob or (gp.tail_margin is not None and cp.tail_prob)):
-                return []
-            vals = simplex_grid(len(cp.w_cls), sp.cls_weight_step)
-            return [(v, replace(cp, w_cls=v)) for v in dict.fromkeys([cp.w_cls] + vals)]
-        if stage == "tail_prob" and gp.tail_margin is None:
-            return []
-        if stage == "cls_window" and not (cp.gate_prob or (gp.tail_margin is not None and cp.tail_prob)):
-            return []  # no step reads the classifier for this class
-        attr = {"threshold": "thr"}.get(stage, stage)
-        vals = self._values(getattr(cp, attr), sp.options[attr][c], rnd)
-        return [(v, replace(cp, **{attr: v})) for v in vals] if len(vals) > 1 else []
+            vals = _weight_candidates(cp.weights, sp.weight_step, refine, sp.weight_max_grid, rnd == 1)
+            vals = list(dict.fromkeys([cp.weights] + vals))
+        elif stage == "classifier_weights":
+            vals = list(dict.fromkeys([cp.classifier_weights] + simplex_grid(len(cp.classifier_weights),
+                                                                              sp.cls_weight_step)))
+        else:
+            vals = self._values(getattr(cp, stage), sp.options[stage][c], rnd)
+        cands = [(v, replace(cp, **{stage: v})) for v in vals]
+        return cands if len({class_key(p, gp) for _, p in cands}) > 1 else []
 
     def _shared_candidates(self, stage: str, setting, rnd: int) -> list:
         """Candidate settings of a global number, or (``per_class: false``) of a per-class number set to
@@ -219,14 +244,14 @@ class Tuner:
         if stage in _GLOBAL_STAGES:
             return self._global_candidates(stage, setting, rnd)
         cps, gp = setting
-        field_ = _FIELDS.get(stage, stage)
-        return [(v, (tuple(replace(cp, **{field_: v}) for cp in cps), gp))
+        return [(v, (tuple(replace(cp, **{stage: v}) for cp in cps), gp))
                 for v, _ in self._class_candidates(stage, 0, cps[0], gp, rnd)]
 
     def _global_candidates(self, stage: str, setting, rnd: int = 1) -> list:
         cps, gp = setting
         vals = self._values(getattr(gp, stage), self.space.globals_[stage], rnd)
-        return [(v, (cps, replace(gp, **{stage: v}))) for v in vals] if len(vals) > 1 else []
+        cands = [(v, (cps, replace(gp, **{stage: v}))) for v in vals]
+        return cands if len({tuple(setting_keys(s)) for _, s in cands}) > 1 else []
 
     def _stage(self, stage: str, runs: list, rnd: int) -> list[bool]:
         """One coordinate stage for every active run; returns whether each run's setting changed."""
@@ -258,8 +283,8 @@ class Tuner:
                     scores = [total_score(np.array([ev.sums(k, idx) for k in self.keys(s)]), metric) for _, s in cands]
                     i = _pick(scores, self.space.min_gain)
                     r.history.append({"round": rnd, "stage": stage, "class": None, "values": [v for v, _ in cands],
-                                      "labels": [_label(v) for v, _ in cands], "scores": scores,
-                                      "chosen": _label(cands[i][0])})
+                                      "labels": [_label(v, stage) for v, _ in cands], "scores": scores,
+                                      "chosen": _label(cands[i][0], stage)})
                     moved = i != 0
                     r.setting = cands[i][1]
             else:
@@ -277,8 +302,8 @@ class Tuner:
                     cps[c] = lst[i][1]
                     sums[c] = ev.sums((c,) + class_key(cps[c], gp), idx)
                     r.history.append({"round": rnd, "stage": stage, "class": self.space.classes[c],
-                                      "values": [v for v, _ in lst], "labels": [_label(v) for v, _ in lst],
-                                      "scores": scores, "chosen": _label(lst[i][0])})
+                                      "values": [v for v, _ in lst], "labels": [_label(v, stage) for v, _ in lst],
+                                      "scores": scores, "chosen": _label(lst[i][0], stage)})
                     moved |= i != 0
                 r.setting = (tuple(cps), gp)
             changed.append(moved)
@@ -327,7 +352,8 @@ class Tuner:
                 s[c] = ev.sums((c,) + class_key(p, gp), run.train)
                 scores.append(total_score(s, metric))
             out.append({"stage": "threshold", "class": self.space.classes[c], "round": "final",
-                        "values": [v for v, _ in lst], "labels": [_label(v) for v, _ in lst], "scores": scores})
+                        "values": [v for v, _ in lst], "labels": [_label(v, "threshold") for v, _ in lst],
+                        "scores": scores})
         latest = {}  # per (stage, class): the latest of the widest sweeps (later rounds may try neighbours only)
         for h in run.history:
             key = (h["stage"], h["class"])

@@ -1,24 +1,25 @@
 """The search space of OOF tuning (a YAML, see configs/ensemble/search_default.yaml) and the settings it spans.
 
 A *setting* is one value of every number of the ensemble: per class a :class:`ClassParams` (pixel-member
-weights, threshold, classifier weights, gate, truncation, minimum component sizes) plus one
-:class:`GlobalParams` (tail margin, connectivity, z smoothing: one value for all classes in the ensemble
-YAML). :func:`setting_to_ensemble` writes a setting as the mapping ``tools/ensemble.py`` reads.
+``weights``, ``classifier_weights`` and every per-class number of the step list) plus one
+:class:`GlobalParams` (the global numbers: one value for all classes in the ensemble YAML). Both classes,
+the search YAML's post-processing keys and :func:`setting_to_ensemble` are derived from
+:data:`kaggle_kit.post.steps.STEPS`: a number has the same name in both YAMLs' schema, in the settings and
+in the search's stages.
 """
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
+from kaggle_kit.post.steps import PARAMS, STEPS, read_candidates, unknown_keys, write_values, yaml_layout
 from kaggle_kit.utils import UserError
 
-__all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "load_search_space", "parse_search_space",
-           "setting_to_ensemble"]
+__all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "class_values", "load_search_space",
+           "parse_search_space", "setting_to_ensemble"]
 
 
 class SearchError(UserError, ValueError):
@@ -26,45 +27,37 @@ class SearchError(UserError, ValueError):
 
 
 # ------------------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class ClassParams:
-    """The numbers of one class. Weights are raw (normalised over the members of a kind at use); ``None``
-    (or 0) switches a step off for the class."""
+ClassParams = make_dataclass(
+    "ClassParams",
+    [("weights", tuple), ("classifier_weights", tuple, field(default=()))]
+    + [(p.name, object, field(default=p.neutral)) for p in PARAMS if p.per_class],
+    frozen=True)
+ClassParams.__module__ = __name__
+ClassParams.__doc__ = """The numbers of one class: raw member weights (normalised over the members of a kind at
+use) and one field per per-class number of the step list, its neutral value by default."""
 
-    w_pix: tuple[float, ...]
-    thr: float = 0.5
-    w_cls: tuple[float, ...] = ()
-    gate_prob: float | None = None
-    gate_min: int | None = None
-    cls_window: int = 1  # odd: slices of the centred z mean of the fused classifier prob (1 = off)
-    first_k: int | None = None
-    last_k: int | None = None
-    tail_prob: float | None = None
-    min_area: int | None = None
-    min_vol: int | None = None
-
-
-@dataclass(frozen=True)
-class GlobalParams:
-    """The numbers shared by all classes (the ensemble YAML has one value of each)."""
-
-    tail_margin: int | None = None
-    connectivity: int = 8
-    z_smoothing: bool = False
-
+GlobalParams = make_dataclass(
+    "GlobalParams", [(p.name, object, field(default=p.neutral)) for p in PARAMS if not p.per_class],
+    frozen=True)
+GlobalParams.__module__ = __name__
+GlobalParams.__doc__ = "The global numbers of the step list (one value for all classes), neutral by default."
 
 Setting = tuple  # (tuple[ClassParams, ...], GlobalParams)
+
+
+def class_values(cp, gp) -> dict:
+    """One class's numbers as the steps read them: name -> scalar, globals included."""
+    return {p.name: getattr(gp if not p.per_class else cp, p.name) for p in PARAMS}
 
 
 @dataclass
 class SearchSpace:
     """Candidate members and the candidate values of every number (per class where a dict of lists).
 
-    ``options[name]``: per-class lists of candidates (tuple of C lists) for threshold, gate_prob, gate_min,
-    cls_window, first_k, last_k, tail_prob, min_area, min_vol; ``globals_[name]``: lists for tail_margin,
-    connectivity, z_smoothing. The search starts from the plain average (equal weights, threshold 0.5, every step off);
-    a value is replaced only when the best candidate scores more than ``min_gain`` higher on the training
-    folds (exact ties: the earlier candidate).
+    ``options[name]``: per-class lists of candidates (tuple of C lists) of every per-class number of the step
+    list; ``globals_[name]``: lists for the global ones. The search starts from the plain average (equal
+    weights, threshold 0.5, every step off); a value is replaced only when the best candidate scores more than
+    ``min_gain`` higher on the training folds (exact ties: the earlier candidate).
     """
 
     pixel: list[str]
@@ -87,80 +80,19 @@ class SearchSpace:
 
     @property
     def floor_thr(self) -> float:
-        return min([0.5] + [t for lst in self.options["thr"] for t in lst])
+        return min([0.5] + [t for lst in self.options["threshold"] for t in lst])
 
 
-_SEARCH_TOP = {"members", "weights", "classifier_weights", "threshold", "gating", "truncation", "min_area_2d",
-               "min_volume_3d", "connectivity", "z_smoothing", "metric", "search"}
+# the search's own keys; the post-processing ones come from the step list
+_OWN = {"members", "weights", "classifier_weights", "metric", "search"}
 
 
-def _unknown(obj: Mapping, allowed, where: str) -> None:
-    for k in obj:
-        if k not in allowed:
-            hint = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-            raise SearchError(f"{where}: unknown key {k!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                              + f"; allowed: {sorted(allowed)}")
+def allowed_keys() -> set:
+    """Top-level keys of a search YAML: the search's own and those the steps declare."""
+    return _OWN | yaml_layout()[""]
 
 
-def _value(v, where: str, kind: str):
-    """One candidate. kind: thr (probability in (0, 1)), prob ([0, 1]), prob? (or null = off), int? (integer
-    >= 0 or null = off), odd (odd integer >= 1), conn (4 or 8), bool."""
-    if v is None:
-        if kind.endswith("?"):
-            return None
-        raise SearchError(f"{where}: null is not a candidate here")
-    if kind == "bool":
-        if not isinstance(v, bool):
-            raise SearchError(f"{where}: expected true/false, got {v!r}")
-        return v
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SearchError(f"{where}: expected a number, got {v!r}")
-    if kind == "odd":
-        if not isinstance(v, int) or v < 1 or v % 2 == 0:
-            raise SearchError(f"{where}: expected an odd integer >= 1, got {v!r}")
-        return int(v)
-    if kind in ("int?", "conn"):
-        if not isinstance(v, int) or v < 0:
-            raise SearchError(f"{where}: expected an integer >= 0, got {v!r}")
-        if kind == "conn" and v not in (4, 8):
-            raise SearchError(f"{where}: connectivity must be 4 or 8, got {v!r}")
-        return int(v)
-    if kind == "thr" and not 0 < v < 1:
-        raise SearchError(f"{where}: expected a threshold strictly in (0, 1), got {v!r}")
-    if not 0 <= v <= 1:
-        raise SearchError(f"{where}: expected a probability in [0, 1], got {v!r}")
-    return float(v)
-
-
-def _list(v, where: str, kind: str) -> list:
-    v = v if isinstance(v, list) else [v]
-    if not v:
-        raise SearchError(f"{where}: expected a non-empty list of candidates")
-    out = [_value(x, f"{where}[{i}]", kind) for i, x in enumerate(v)]
-    return list(dict.fromkeys(out))
-
-
-def _per_class_lists(v, where: str, kind: str, classes, default) -> tuple:
-    if v is None:
-        v = default
-    if isinstance(v, Mapping):
-        _unknown(v, set(classes), where)
-        missing = [c for c in classes if c not in v]
-        if missing:
-            raise SearchError(f"{where}: missing class(es) {missing} (give one list or a list per class)")
-        return tuple(_list(v[c], f"{where}.{c}", kind) for c in classes)
-    lst = _list(v, where, kind)
-    return (lst,) * len(classes)
-
-
-def parse_search_space(obj, source: str = "<search>", available: Mapping | None = None) -> SearchSpace:
-    """Validate a loaded search YAML (see configs/ensemble/search_default.yaml) into a SearchSpace.
-
-    ``available``: {exp: kind} of the experiments with OOF maps, used for ``members: auto``.
-    """
-    if not isinstance(obj, Mapping):
-        raise SearchError(f"{source}: expected a mapping at the top level")
-    _unknown(obj, _SEARCH_TOP, source)
+def _members(obj: Mapping, source: str, available: Mapping | None) -> tuple[list, list]:
     members = obj.get("members")
     if members == "auto":
         if not available:
@@ -174,7 +106,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
         where = f"{source}.members[{i}]"
         if not isinstance(m, Mapping):
             raise SearchError(f"{where}: expected a mapping")
-        _unknown(m, {"exp", "kind"}, where)
+        unknown_keys(m, {"exp", "kind"}, where, SearchError)
         if not isinstance(m.get("exp"), str) or m.get("kind") not in ("pixel", "classifier"):
             raise SearchError(f"{where}: needs exp (a name) and kind (pixel | classifier), got {dict(m)}")
         lst = pixel if m["kind"] == "pixel" else classifier
@@ -183,18 +115,28 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
         lst.append(m["exp"])
     if not pixel:
         raise SearchError(f"{source}.members: at least one member of kind 'pixel' is needed")
+    return pixel, classifier
+
+
+def parse_search_space(obj, source: str = "<search>", available: Mapping | None = None) -> SearchSpace:
+    """Validate a loaded search YAML (see configs/ensemble/search_default.yaml) into a SearchSpace.
+
+    ``available``: {exp: kind} of the experiments with OOF maps, used for ``members: auto``.
+    """
+    if not isinstance(obj, Mapping):
+        raise SearchError(f"{source}: expected a mapping at the top level")
+    unknown_keys(obj, allowed_keys(), source, SearchError)
+    pixel, classifier = _members(obj, source, available)
 
     def section(key, allowed):
         v = obj.get(key) or {}
         if not isinstance(v, Mapping):
             raise SearchError(f"{source}.{key}: expected a mapping")
-        _unknown(v, allowed, f"{source}.{key}")
+        unknown_keys(v, allowed, f"{source}.{key}", SearchError)
         return v
 
     w = section("weights", {"step", "refine_step", "max_grid"})
     cw = section("classifier_weights", {"step"})
-    gating = section("gating", {"prob", "min_pixels", "z_window"})
-    trunc = section("truncation", {"first_k", "last_k", "tail_margin", "tail_prob"})
     srch = section("search", {"rounds", "nested", "later_rounds", "held_out_steps", "min_gain", "per_class"})
     classes = CLASSES
 
@@ -204,29 +146,12 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
             raise SearchError(f"{where}: expected a step 1/n in (0, 1], got {v!r}")
         return float(v)
 
-    def pc(v, where, kind, default):
-        return _per_class_lists(v, f"{source}.{where}", kind, classes, default)
-
-    options = {
-        "thr": pc(obj.get("threshold"), "threshold", "thr", [0.5]),
-        "gate_prob": pc(gating.get("prob"), "gating.prob", "prob?", [None]),
-        "gate_min": pc(gating.get("min_pixels"), "gating.min_pixels", "int?", [None]),
-        "cls_window": pc(gating.get("z_window"), "gating.z_window", "odd", [1]),
-        "first_k": pc(trunc.get("first_k"), "truncation.first_k", "int?", [None]),
-        "last_k": pc(trunc.get("last_k"), "truncation.last_k", "int?", [None]),
-        "tail_prob": pc(trunc.get("tail_prob"), "truncation.tail_prob", "prob", [0.5]),
-        "min_area": pc(obj.get("min_area_2d"), "min_area_2d", "int?", [None]),
-        "min_vol": pc(obj.get("min_volume_3d"), "min_volume_3d", "int?", [None]),
-    }
-    globals_ = {
-        "tail_margin": _list(trunc.get("tail_margin", [None]), f"{source}.truncation.tail_margin", "int?"),
-        "connectivity": _list(obj.get("connectivity", [8]), f"{source}.connectivity", "conn"),
-        "z_smoothing": _list(obj.get("z_smoothing", [False]), f"{source}.z_smoothing", "bool"),
-    }
-    if not classifier:  # gating and tail truncation need a classifier member: nothing to search
-        options["gate_prob"] = ([None],) * len(classes)
-        options["cls_window"] = ([1],) * len(classes)
-        globals_["tail_margin"] = [None]
+    options, globals_ = read_candidates(obj, classes, source, SearchError)
+    if not classifier:  # the classifier's numbers need a classifier member: nothing to search
+        for p in PARAMS:
+            if p.classifier:
+                (options if p.per_class else globals_)[p.name] = \
+                    ([p.neutral],) * len(classes) if p.per_class else [p.neutral]
     rounds = srch.get("rounds", 3)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SearchError(f"{source}.search.rounds: expected an integer >= 1, got {rounds!r}")
@@ -250,6 +175,9 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
         metric = MetricConfig.from_name(metric_yaml) if isinstance(metric_yaml, str) else MetricConfig(**metric_yaml)
     except (TypeError, KeyError, ValueError) as e:
         raise SearchError(f"{source}.metric: {e.args[0] if e.args else e}") from None
+    if metric.hd_variant == "mlebench":
+        raise SearchError(f"{source}.metric: the tuner needs per-class Hausdorff terms; 'mlebench' scores one "
+                          "term per case-day over the classes ORed (tune on another variant, score with it)")
     max_grid = w.get("max_grid", 100)
     if isinstance(max_grid, bool) or not isinstance(max_grid, int) or max_grid < 1:
         raise SearchError(f"{source}.weights.max_grid: expected an integer >= 1, got {max_grid!r}")
@@ -279,10 +207,13 @@ def load_search_space(path, available: Mapping | None = None) -> SearchSpace:
 
 def setting_to_ensemble(space: SearchSpace, setting) -> dict:
     """The ensemble YAML mapping (kaggle_kit.post.ensemble's schema) of a setting: members with weight 0 for
-    every class are dropped; a step some classes do not use gets that class's neutral value (gate prob 0,
-    min pixels 0, k 0, tail_prob 0, area 0), which the kernels treat as off."""
+    every class are dropped, classifier members too when no step reads the classifier; the step numbers are
+    written by :func:`kaggle_kit.post.steps.write_values` (a step some classes do not use gets those classes'
+    neutral value)."""
     cps, gp = setting
     classes = space.classes
+    values = [class_values(cp, gp) for cp in cps]
+    post = write_values(values, classes)
 
     def pc(vals):
         vals = list(vals)
@@ -290,40 +221,12 @@ def setting_to_ensemble(space: SearchSpace, setting) -> dict:
 
     members = []
     for m, exp in enumerate(space.pixel):
-        ws = [cp.w_pix[m] for cp in cps]
+        ws = [cp.weights[m] for cp in cps]
         if any(ws):
             members.append({"exp": exp, "kind": "pixel", "weight": pc(ws)})
-    tail = gp.tail_margin is not None and any(cp.tail_prob for cp in cps)
-    if any(cp.gate_prob for cp in cps) or tail:
+    if any(s.uses_classifier(v) for s in STEPS[1:] for v in values):
         for m, exp in enumerate(space.classifier):
-            ws = [cp.w_cls[m] for cp in cps]
+            ws = [cp.classifier_weights[m] for cp in cps]
             if any(ws):
                 members.append({"exp": exp, "kind": "classifier", "weight": pc(ws)})
-    out: dict = {"members": members, "threshold": pc(cp.thr for cp in cps)}
-    gating = {}
-    if any(cp.gate_prob for cp in cps):
-        gating["prob"] = pc(cp.gate_prob or 0.0 for cp in cps)
-    if any(cp.gate_min for cp in cps):
-        gating["min_pixels"] = pc(cp.gate_min or 0 for cp in cps)
-    if (any(cp.gate_prob for cp in cps) or tail) and any(cp.cls_window > 1 for cp in cps):
-        gating["z_window"] = pc(cp.cls_window for cp in cps)
-    if gating:
-        out["gating"] = gating
-    trunc = {}
-    if any(cp.first_k for cp in cps):
-        trunc["first_k"] = pc(cp.first_k or 0 for cp in cps)
-    if any(cp.last_k for cp in cps):
-        trunc["last_k"] = pc(cp.last_k or 0 for cp in cps)
-    if tail:
-        trunc["tail_margin"] = gp.tail_margin
-        trunc["tail_prob"] = pc(cp.tail_prob or 0.0 for cp in cps)
-    if trunc:
-        out["truncation"] = trunc
-    if any(cp.min_area and cp.min_area > 1 for cp in cps):
-        out["min_area_2d"] = pc(cp.min_area or 0 for cp in cps)
-    if any(cp.min_vol and cp.min_vol > 1 for cp in cps):
-        out["min_volume_3d"] = pc(cp.min_vol or 0 for cp in cps)
-    out["connectivity"] = gp.connectivity
-    out["z_smoothing"] = bool(gp.z_smoothing)
-    out["metric"] = space.metric_yaml
-    return out
+    return {"members": members, **post, "metric": space.metric_yaml}
