@@ -175,9 +175,6 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
         metric = MetricConfig.from_name(metric_yaml) if isinstance(metric_yaml, str) else MetricConfig(**metric_yaml)
     except (TypeError, KeyError, ValueError) as e:
         raise SearchError(f"{source}.metric: {e.args[0] if e.args else e}") from None
-    if metric.hd_variant == "mlebench":
-        raise SearchError(f"{source}.metric: the tuner needs per-class Hausdorff terms; 'mlebench' scores one "
-                          "term per case-day over the classes ORed (tune on another variant, score with it)")
     max_grid = w.get("max_grid", 100)
     if isinstance(max_grid, bool) or not isinstance(max_grid, int) or max_grid < 1:
         raise SearchError(f"{source}.weights.max_grid: expected an integer >= 1, got {max_grid!r}")
