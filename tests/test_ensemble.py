@@ -77,7 +77,8 @@ def test_pipeline_numba_equals_numpy(shape):
     cls = rng.uniform(0, 255, shape[:2]).astype(np.float32)
     params = PostParams(threshold=(0.45, 0.5, 0.55), gate_prob=(0.2, 0.3, 0.1), gate_min_pixels=(2, 0, 3),
                         first_k=(1, 0, 0), last_k=(0, 1, 0), tail_margin=2, tail_prob=(0.5, 0.6, 0.4),
-                        min_area_2d=(3, 4, 2), min_volume_3d=(5, 2, 8), connectivity=4, z_smoothing=True)
+                        min_area_2d=(3, 4, 2), min_volume_3d=(5, 2, 8), min_relative_volume_3d=(0.3, 0.0, 0.6),
+                        connectivity=4, z_smoothing=True)
     a = postprocess(stack, w, params, cls, impl="numba")
     b = postprocess(stack, w, params, cls, impl="numpy")
     for x, y in zip(a, b):
@@ -132,6 +133,24 @@ def test_gate_z_window_hand_checked():
     for impl in ("numba", "numpy"):
         assert got[1, impl] == [[4, 4, 0, 4, 4], [0, 0, 0, 1, 0], [1, 0, 0, 0, 0]]
         assert got[3, impl] == [[4, 4, 4, 4, 4], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
+
+
+def test_relative_volume_from_the_yaml():
+    """min_relative_volume_3d through the parser and fuse_case_day: stomach has a 2x3x3 organ (18 voxels) and a
+    2-voxel stray blob; fraction 0.1 (limit 1.8) keeps both, 0.2 (limit 3.6) drops the blob; large bowel's
+    single blob is its own largest and stays at any fraction."""
+    pix = np.zeros((4, C, 6, 6), np.uint8)
+    pix[1:3, 2, 1:4, 1:4] = 255
+    pix[0:2, 2, 5, 5] = 255
+    pix[3, 0, 0, 0] = 255
+    for frac, want in [(0.0, 20), (0.1, 20), (0.2, 18)]:
+        for impl in ("numba", "numpy"):
+            cfg = _cfg(min_relative_volume_3d={"large_bowel": 1.0, "small_bowel": 0.0, "stomach": frac})
+            bits, counts = fuse_case_day(cfg, {"a": pix}, "case1_day1", (4, 6, 6), impl=impl)
+            assert counts[:, 2].sum() == want and counts[:, 0].sum() == 1, (frac, impl)
+            assert ((bits >> 2) & 1)[1:3, 1:4, 1:4].all()
+    with pytest.raises(ConfigError, match=r"min_relative_volume_3d: expected a probability in \[0, 1\]"):
+        _cfg(min_relative_volume_3d=2)
 
 
 def test_single_member_weight_one_equals_threshold():
