@@ -149,7 +149,7 @@ def test_relative_volume_from_the_yaml():
             bits, counts = fuse_case_day(cfg, {"a": pix}, "case1_day1", (4, 6, 6), impl=impl)
             assert counts[:, 2].sum() == want and counts[:, 0].sum() == 1, (frac, impl)
             assert ((bits >> 2) & 1)[1:3, 1:4, 1:4].all()
-    with pytest.raises(ConfigError, match=r"min_relative_volume_3d: expected a probability in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"min_relative_volume_3d: expected a fraction in \[0, 1\]"):
         _cfg(min_relative_volume_3d=2)
 
 

@@ -53,7 +53,7 @@ __all__ = [
     "yaml_layout",
 ]
 
-KINDS = ("threshold", "prob", "count", "odd", "conn", "bool")
+KINDS = ("threshold", "prob", "fraction", "count", "odd", "conn", "bool")
 CLASSIFIER = "classifier"  # key element of a step that reads the classifier: (normalised weights, z window)
 
 
@@ -65,8 +65,8 @@ class Param:
     name: its one spelling (PostParams attribute, search-space key and coordinate stage, ClassParams /
     GlobalParams field, class-key element, report key). path: where it sits in the ensemble and search
     YAMLs (``("threshold",)`` or ``("gating", "prob")``). kind: validation, one of :data:`KINDS`
-    (``threshold``: a probability, strictly inside (0, 1) as a search candidate; ``prob`` in [0, 1];
-    ``count`` an integer >= 0; ``odd`` an odd integer >= 1; ``conn`` 4 or 8; ``bool``). neutral: the value
+    (``threshold``: a probability, strictly inside (0, 1) as a search candidate; ``prob`` and ``fraction``
+    in [0, 1]; ``count`` an integer >= 0; ``odd`` an odd integer >= 1; ``conn`` 4 or 8; ``bool``). neutral: the value
     that makes the number a no-op (YAML ``null`` and a missing key mean it); for a required number the
     search's starting value. ``noop``: values with the neutral's effect (default: the neutral itself).
     classifier: the number belongs to the classifier (forced neutral when there is no classifier member).
@@ -125,7 +125,7 @@ class Param:
         if k == "threshold" and search and not 0 < v < 1:
             raise err(f"{where}: expected a threshold strictly in (0, 1), got {v!r}")
         if not 0 <= v <= 1:
-            raise err(f"{where}: expected a probability in [0, 1], got {v!r}")
+            raise err(f"{where}: expected a {'fraction' if k == 'fraction' else 'probability'} in [0, 1], got {v!r}")
         return float(v)
 
 
@@ -147,7 +147,7 @@ MIN_AREA_2D = Param("min_area_2d", ("min_area_2d",), "count", 0, "min area 2D (p
 CONNECTIVITY = Param("connectivity", ("connectivity",), "conn", 8, "connectivity", per_class=False,
                      start_first=True, always_written=True)
 MIN_VOLUME_3D = Param("min_volume_3d", ("min_volume_3d",), "count", 0, "min volume 3D (vox)", noop=_at_most_one)
-MIN_RELATIVE_VOLUME_3D = Param("min_relative_volume_3d", ("min_relative_volume_3d",), "prob", 0.0,
+MIN_RELATIVE_VOLUME_3D = Param("min_relative_volume_3d", ("min_relative_volume_3d",), "fraction", 0.0,
                                "min 3D volume / largest")
 Z_SMOOTHING = Param("z_smoothing", ("z_smoothing",), "bool", False, "z smoothing", per_class=False,
                     always_written=True)

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
 from kaggle_kit.post.steps import CLASSIFIER_PARAMS, PARAMS, STEPS
+from kaggle_kit.tune.both_metrics import select_and_hold_out
 from kaggle_kit.tune.evaluate import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
 from kaggle_kit.tune.space import (
     ClassParams,
@@ -179,7 +180,7 @@ def _label(v, name: str = "") -> str:
     if isinstance(v, tuple):
         return "(" + ", ".join(f"{x:g}" for x in v) + ")"
     p = _PARAM.get(name)
-    off = v is None or (p is not None and p.kind in ("count", "prob") and p.is_neutral(v))
+    off = v is None or (p is not None and p.kind in ("count", "prob", "fraction") and p.is_neutral(v))
     return "off" if off else str(v)
 
 
@@ -432,6 +433,17 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
             sums += np.array([ev.sums(k, r.test) for k in tuner.keys(r.setting)])
         pooled = total_score(sums, metric)
 
+    both = None
+    if verify and data.source:  # exact, both metrics: held out per fold; for mlebench the final choice
+        names = [cd.name for cd in data.case_days]
+        cands = [("plain average @0.5", start)] + step_sets[id(full)]
+        both = select_and_hold_out(
+            [(label, setting_to_ensemble(space, st)) for label, st in cands],
+            [(r.fold, setting_to_ensemble(space, r.setting), [names[i] for i in r.test]) for r in fold_runs],
+            names, data.source["cache"], data.source["preds"], space.target or metric)
+        both.pop("ensemble")  # the chosen setting's mapping, rebuilt from the setting just below
+        if both["selected_exactly"]:
+            full.setting = dict(cands)[both["chosen"]]
     ens = setting_to_ensemble(space, full.setting)
     in_sample_search = tuner.score(full.setting, tuner.all, exact=True)
     per_class = {}
@@ -459,9 +471,18 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
                                                 for e in space.pixel}
     timing = {"search_s": t_search, "steps_and_sweeps_s": t_extra, "evaluation_s": ev.seconds,
               "passes": ev.n_passes, "class_candidates": len(ev.memo)}
+    if both is not None:
+        summary["both_metrics"] = both
+        summary["held_out_by_metric"] = both["held_out_mean"]
+        if space.target is not None:  # the search's numbers are its surrogate's; the target's, exact:
+            summary["target_metric"] = space.target.name
+            summary["in_sample_target"] = next(r[space.target.name] for r in both["candidates"]
+                                               if r["step"] == both["chosen"])
     if verify and data.source:
         t1 = time.perf_counter()
-        res = verify_setting(ens, data.source["cache"], data.source["preds"], [cd.name for cd in data.case_days])
+        # the search's own metric (for mlebench its surrogate): a like-for-like train/serve check
+        mapping = {**ens, "metric": asdict(metric)} if space.target is not None else ens
+        res = verify_setting(mapping, data.source["cache"], data.source["preds"], [cd.name for cd in data.case_days])
         timing["verify_s"] = time.perf_counter() - t1
         summary["in_sample"] = res["score"]
         summary["skew"] = abs(res["score"] - in_sample_search)
