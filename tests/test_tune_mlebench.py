@@ -94,4 +94,40 @@ def test_select_and_hold_out(store):
     assert "| mean |" not in text and "**mean**" in text and "(chosen)" in text and "mlebench" in text
     # tuned for the default metric: no exact selection, the tuned (last) setting is kept
     d = select_and_hold_out(cands, fold_ens, names, store["cache"], store["preds"], MetricConfig())
-    assert d["chosen"] == "same as weights" and len(d["candidates"]) == 1 and not d["selected_exactly"]
+    assert d["chosen"] == "same as weights" and d["candidates"] == [] and not d["selected_exactly"]
+    assert d["ensemble"] == cands[-1][1] and d["held_out"] == both["held_out"]
+    assert "candidates of the final choice" not in "\n".join(markdown(d))
+
+
+def test_tune_oof_for_mlebench_end_to_end(store, tmp_path, capsys):
+    """metric: mlebench in the search YAML: the tool runs, the YAML says mlebench, tools/ensemble.py's OOF score
+    equals the exact in-sample target score, and the report shows the held-out folds under both metrics."""
+    import importlib.util
+    import json
+
+    import yaml
+
+    from kaggle_kit.post.ensemble import load_ensemble_config
+
+    from .conftest import ROOT, run_tool
+
+    spec = importlib.util.spec_from_file_location("tune_oof_tool_b", ROOT / "tools" / "tune_oof.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"members": "auto", "threshold": [0.3, 0.5], "min_area_2d": [None, 4],
+                                      "weights": {"step": 0.5}, "search": {"rounds": 1}, "metric": "mlebench"}))
+    out = tmp_path / "tuned.yaml"
+    rc = mod.main([str(search), "--data-root", str(store["data"]), "--cache", str(store["cache"]),
+                   "--preds", str(store["preds"]), "--out", str(out), "--check-ensemble"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out.strip().splitlines()[-1])
+    assert res["metric"] == "3d_unit_cube" and res["target_metric"] == "mlebench" and res["skew"] == 0.0
+    assert set(res["held_out_by_metric"]) == {"default", "mlebench"}
+    assert load_ensemble_config(out).metric.hd_variant == "mlebench"
+    p = run_tool("ensemble.py", out, "--data-root", store["data"], "--split", "oof", "--out", tmp_path / "oof.csv",
+                 "--preds", store["preds"], "--cache", store["cache"])
+    assert json.loads(p.stdout.strip().splitlines()[-1])["score"] == res["in_sample_target"]
+    md = (tmp_path / "tuned_report" / "report.md").read_text()
+    assert "Held-out score under both metrics" in md and "| default | mlebench |" in md and "(chosen)" in md

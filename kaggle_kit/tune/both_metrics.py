@@ -101,10 +101,11 @@ def select_and_hold_out(candidates, folds, all_case_days, cache, preds_root, tar
 
     candidates: [(step label, ensemble mapping)] of the full fit, plain average first, tuned setting last;
     folds: [(fold, its tuned ensemble mapping, held-out case-day names)]. With ``target`` mlebench the
-    candidates are re-scored on ``all_case_days`` and the best by mlebench is chosen; otherwise only the
-    last (the tuned setting) is kept. Returns {"candidates": [{step, <metric>: score}], "chosen": label,
-    "ensemble": chosen mapping, "held_out": [{fold, n_case_days, <metric>: score}],
-    "held_out_mean": {metric: mean over folds}, "target": name}.
+    candidates are re-scored on ``all_case_days`` and the best by mlebench is chosen; otherwise the last
+    (the tuned setting) is kept without a re-run. Returns {"candidates": [{step, <metric>: score}] (empty
+    without a choice), "chosen": label, "ensemble": chosen mapping, "held_out": [{fold, n_case_days,
+    <metric>: score}], "held_out_mean" and "held_out_std": {metric: over folds}, "target": name,
+    "selected_exactly": bool}.
     """
     select = target.hd_variant == "mlebench"
     uniq: dict = {}
@@ -112,26 +113,30 @@ def select_and_hold_out(candidates, folds, all_case_days, cache, preds_root, tar
         uniq.pop(_key(ens), None)
         uniq[_key(ens)] = (label, ens)
     cands = list(uniq.values())
-    cands = cands[-max_candidates:] if select else cands[-1:]
+    cands = cands[-max_candidates:] if select else []
     jobs = {f"cand:{label}": (ens, all_case_days) for label, ens in cands}
     jobs.update({f"fold:{k}": (ens, cds) for k, ens, cds in folds})
     res = rerun(jobs, cache, preds_root, metrics)
     rows = [{"step": label, **{m: res[f"cand:{label}"][m]["score"] for m in metrics}} for label, _ in cands]
     best = len(rows) - 1
-    if select:
+    if not select:
+        label, ens = candidates[-1]
+    elif rows:
         scores = [r[target.name] for r in rows]
         tol = 1e-12 * max(1.0, abs(max(scores)))
         best = max(i for i, s in enumerate(scores) if s >= max(scores) - tol)  # ties: the later step
+        label, ens = cands[best]
     held = [{"fold": k, "n_case_days": len(cds), **{m: res[f"fold:{k}"][m]["score"] for m in metrics}}
             for k, _, cds in folds]
     mean = {m: (float(np.mean([h[m] for h in held])) if held else None) for m in metrics}
-    return {"candidates": rows, "chosen": rows[best]["step"], "ensemble": cands[best][1], "held_out": held,
-            "held_out_mean": mean, "target": target.name, "selected_exactly": select}
+    std = {m: (float(np.std([h[m] for h in held])) if held else None) for m in metrics}
+    return {"candidates": rows, "chosen": label, "ensemble": ens, "held_out": held, "held_out_mean": mean,
+            "held_out_std": std, "target": target.name, "selected_exactly": select}
 
 
 def markdown(both: dict) -> list[str]:
     """Report lines: held-out per fold under every metric side by side, then the exact candidates."""
-    metrics = [m for m in METRICS if m in (both["held_out"][0] if both["held_out"] else both["candidates"][0])]
+    metrics = [m for m in METRICS if m in both["held_out_mean"]]
     md = ["", "## Held-out score under both metrics (exact re-run of each fold's tuned setting)", "",
           f"Tuned for `{both['target']}`"
           + (f" (search objective: the surrogate `{SURROGATE['mlebench']}` per class, Dice exact; the final "
@@ -141,8 +146,9 @@ def markdown(both: dict) -> list[str]:
         md.append(f"| {h['fold']} | {h['n_case_days']} | " + " | ".join(f"{h[m]:.4f}" for m in metrics) + " |")
     if both["held_out"]:
         md.append("| **mean** | | " + " | ".join(f"**{both['held_out_mean'][m]:.4f}**" for m in metrics) + " |")
-    md += ["", "In-sample (all OOF case-days), exact" + (", candidates of the final choice:" if
-                                                         both["selected_exactly"] else ":"), "",
+    if not both["candidates"]:
+        return md
+    md += ["", "In-sample (all OOF case-days), exact, the candidates of the final choice:", "",
            "| setting | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for r in both["candidates"]:
         mark = " (chosen)" if r["step"] == both["chosen"] else ""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kaggle_kit.post.steps import PARAMS
+from kaggle_kit.tune.both_metrics import markdown as both_metrics_markdown
 from kaggle_kit.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["write_report", "write_tuned_yaml"]
@@ -249,6 +250,8 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
                    f"{s['held_out_mean'] - s['plain_average_05_folds_mean']:+.4f}. In-sample minus held-out "
                    f"mean (the optimism of choosing on the same folds): "
                    f"{np.mean([f['in_sample'] for f in res['folds']]) - s['held_out_mean']:+.4f}.")]
+    if s.get("both_metrics"):  # held out under both metrics side by side, exact (tune.both_metrics)
+        md += both_metrics_markdown(s["both_metrics"])
     if "skew" in s:
         md += ["", (f"Train/serve skew check: the tuned YAML re-run through `fuse_case_day` + `Scorer` (the code of "
                    f"`tools/ensemble.py --split oof`) scores {s['in_sample']:.12f}; the search's own number is "

@@ -16,6 +16,7 @@ from pathlib import Path
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
 from kaggle_kit.post.steps import PARAMS, STEPS, read_candidates, unknown_keys, write_values, yaml_layout
+from kaggle_kit.tune.both_metrics import search_metric
 from kaggle_kit.utils import UserError
 
 __all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "class_values", "load_search_space",
@@ -76,6 +77,8 @@ class SearchSpace:
     per_class: bool = True  # False: every per-class number takes one value for all classes (fewer choices)
     metric: MetricConfig = field(default_factory=MetricConfig)
     metric_yaml: object = "default"
+    # the metric tuned for when ``metric`` is only its per-class surrogate (mlebench: see tune.both_metrics)
+    target: MetricConfig | None = None
     classes: tuple[str, ...] = CLASSES
 
     @property
@@ -175,6 +178,8 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
         metric = MetricConfig.from_name(metric_yaml) if isinstance(metric_yaml, str) else MetricConfig(**metric_yaml)
     except (TypeError, KeyError, ValueError) as e:
         raise SearchError(f"{source}.metric: {e.args[0] if e.args else e}") from None
+    target = metric if search_metric(metric) != metric else None
+    metric = search_metric(metric)  # mlebench does not decompose per class: its surrogate is searched
     max_grid = w.get("max_grid", 100)
     if isinstance(max_grid, bool) or not isinstance(max_grid, int) or max_grid < 1:
         raise SearchError(f"{source}.weights.max_grid: expected an integer >= 1, got {max_grid!r}")
@@ -186,7 +191,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
                        rounds=rounds, nested=flags["nested"], later_rounds=later,
                        held_out_steps=flags["held_out_steps"], min_gain=float(min_gain),
                        per_class=flags["per_class"], metric=metric,
-                       metric_yaml=metric_yaml, classes=classes)
+                       metric_yaml=metric_yaml, target=target, classes=classes)
 
 
 def load_search_space(path, available: Mapping | None = None) -> SearchSpace:
