@@ -428,6 +428,9 @@ def main(argv=None) -> int:
     if both:
         print("tuned ensemble OOF by metric: " + ", ".join(f"{m} {v:.4f}" for m, v in both.items())
               + f" (tuned for {r.metric})")
+    if tune["summary"].get("held_out_by_metric"):
+        print("held-out folds (each tuned without it), exact, by metric: " + ", ".join(
+            f"{m} {_fmt(v)}" for m, v in tune["summary"]["held_out_by_metric"].items()))
     ts, nb = tune["summary"], sub["nb"]
     result = {"oof": scores["oof"], "tuned_oof": tune["oof"], "test": sub["test"], "test_from_maps": sub["maps"],
               "submission": str(sub["sub"]) if sub["sub"].is_file() else None,
@@ -440,6 +443,7 @@ def main(argv=None) -> int:
               "inference_seconds_per_case_day": nb.get("member_seconds_per_case_day"),
               "notebook_failures": len(nb.get("failures") or []),
               "seconds": round(total, 1), "tuned_oof_by_metric": both, "tuning_metric": r.metric,
+              "held_out_by_metric": ts.get("held_out_by_metric"),
               "mlebench_layout": layout is not None}
     print(json.dumps(result))
     return 0
