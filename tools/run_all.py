@@ -398,9 +398,13 @@ def stage_oof_both_metrics(r: Run, oof_csv: Path) -> dict:
     if not oof_csv.is_file():
         return out
     for m in ("default", "mlebench"):
-        text = r.st.run(f"score oof ({m})", [r.py, "tools/score.py", "--truth", r.data / "train.csv", "--pred",
-                                             oof_csv, "--data-root", r.data, "--split", "train",
-                                             "--only-pred-case-days", "--metric", m])
+        try:  # a report, after the submission is written: a failure is said, not fatal
+            text = r.st.run(f"score oof ({m})", [r.py, "tools/score.py", "--truth", r.data / "train.csv", "--pred",
+                                                 oof_csv, "--data-root", r.data, "--split", "train",
+                                                 "--only-pred-case-days", "--metric", m])
+        except SystemExit as e:
+            print(f"[run_all] WARNING: the OOF score under {m} is not available: {e}", flush=True)
+            continue
         out[m] = last_json(text)["score"]
     return out
 
