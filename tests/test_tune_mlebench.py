@@ -129,5 +129,9 @@ def test_tune_oof_for_mlebench_end_to_end(store, tmp_path, capsys):
     p = run_tool("ensemble.py", out, "--data-root", store["data"], "--split", "oof", "--out", tmp_path / "oof.csv",
                  "--preds", store["preds"], "--cache", store["cache"])
     assert json.loads(p.stdout.strip().splitlines()[-1])["score"] == res["in_sample_target"]
+    # the OOF CSV under MLE-bench's CSV grader (what run_all reports): the same number
+    p = run_tool("score.py", "--truth", store["data"] / "train.csv", "--pred", tmp_path / "oof.csv", "--data-root",
+                 store["data"], "--only-pred-case-days", "--metric", "mlebench")
+    assert json.loads(p.stdout.strip().splitlines()[-1])["score"] == pytest.approx(res["in_sample_target"], abs=1e-12)
     md = (tmp_path / "tuned_report" / "report.md").read_text()
     assert "Held-out score under both metrics" in md and "| default | mlebench |" in md and "(chosen)" in md
