@@ -42,6 +42,8 @@ def test_config_name_and_default_unchanged():
     assert MetricConfig.from_name("mlebench").hd_variant == "mlebench"
     assert MetricConfig.from_name("MLE-bench").name == "mlebench"
     assert MetricConfig().hd_variant == "3d"
+    with pytest.raises(KeyError, match="no modifier"):
+        MetricConfig.from_name("mlebench+empty_dice_one")
 
 
 def test_classes_are_ored_before_hausdorff():

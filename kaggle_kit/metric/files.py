@@ -12,6 +12,11 @@ naming the file, its line numbers and the (id, class) rows:
 
 Which case-days are scored: those of the truth file, or only those present in the prediction with
 ``only_pred_case_days`` (an OOF file of one fold against the full train.csv).
+
+A truth file in submission form (a ``predicted`` column, no ``segmentation`` and no image sizes: e.g. an
+untouched sample_submission.csv) is refused. :func:`score_files_mlebench` grades as MLE-bench does instead
+(rows paired by position, runs past the image end cut, the grader's invalid RLEs: see
+:mod:`kaggle_kit.metric.mlebench`).
 """
 from __future__ import annotations
 

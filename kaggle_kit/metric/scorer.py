@@ -106,6 +106,8 @@ class MetricConfig:
             else:
                 raise KeyError(f"unknown metric name part {part!r} in {name!r}; options: {list(METRIC_NAMES)} "
                                "(one Hausdorff variant, modifiers joined by '+')")
+        if cfg.hd_variant == "mlebench" and cfg.empty_dice_one:
+            raise KeyError(f"metric name {name!r}: mlebench is MLE-bench's grader as it is; it takes no modifier")
         return cfg
 
     @property
