@@ -5,7 +5,7 @@ import pytest
 from kaggle_kit.config import ConfigError, apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "ensemble")
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "ensemble" and p.parent != ROOT / "configs")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
@@ -44,3 +44,20 @@ def test_unknown_key_in_file(tmp_path):
     (tmp_path / "c.yaml").write_text("_base_: default.yaml\ntrain: {epocs: 2}\n")
     with pytest.raises(ConfigError, match="epocs"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_torch_families_share_one_train_section():
+    """cls, seg25d and seg3d read their train: keys from configs/base_train.yaml (the Runner's defaults too):
+    same keys everywhere, and a family overrides only values."""
+    import yaml
+
+    from kaggle_kit.config import CONFIG_ROOT, load_config
+    from kaggle_kit.engine.runner import train_defaults
+
+    base = yaml.safe_load((CONFIG_ROOT / "base_train.yaml").read_text())["train"]
+    assert train_defaults() == base
+    for fam in ("cls", "seg25d", "seg3d"):
+        cfg = load_config(CONFIG_ROOT / fam / "default.yaml")
+        assert set(cfg["train"]) == set(base), fam
+    assert load_config(CONFIG_ROOT / "seg25d" / "default.yaml")["train"] == base  # uses every default
+    assert load_config(CONFIG_ROOT / "seg3d" / "default.yaml")["train"]["grad_clip"] == 12.0  # its own value

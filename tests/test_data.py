@@ -258,3 +258,20 @@ def test_index_presence_is_per_bit():
     assert idx["has_large_bowel"].tolist() == [1, 1, 0]
     assert idx["has_small_bowel"].tolist() == [0, 1, 1]
     assert idx["has_stomach"].tolist() == [0, 0, 1]
+
+
+def test_bitmask_round_trip_and_hand_case():
+    from kaggle_kit.data.bitmask import bits_to_channels, channels_to_bits
+
+    bits = np.array([[0, 1, 2], [3, 4, 7]], np.uint8)  # hand-checked: 5 = large bowel + stomach, ...
+    ch = bits_to_channels(bits, 3)
+    assert ch.shape == (3, 2, 3)
+    assert ch[:, 1, 2].tolist() == [1, 1, 1] and ch[:, 1, 1].tolist() == [0, 0, 1] and ch[:, 0, 2].tolist() == [0, 1, 0]
+    assert np.array_equal(channels_to_bits(ch), bits)
+    last = bits_to_channels(bits, 3, axis=-1)
+    assert last.shape == (2, 3, 3) and np.array_equal(np.moveaxis(last, -1, 0), ch)
+    assert np.array_equal(channels_to_bits(last, axis=-1), bits)
+    rng = np.random.default_rng(0)
+    for shape in [(1,), (5, 7), (2, 3, 4)]:
+        b = rng.integers(0, 8, shape).astype(np.uint8)
+        assert np.array_equal(channels_to_bits(bits_to_channels(b, 3).astype(bool)), b)

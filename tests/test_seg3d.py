@@ -169,7 +169,7 @@ def _round_trip_dice(mask: np.ndarray, size) -> list:
     m = d3.mask_to_training(mask, size)
     back = d3.to_raw(m.astype(np.float32), mask.shape)
     assert back.shape == (mask.shape[0], 3) + mask.shape[1:]
-    t = d3.bits_to_channels(mask).astype(bool)
+    t = d3.bits_to_channels(mask, 3).astype(bool)
     p = back.transpose(1, 0, 2, 3) >= 0.5
     return [2 * (t[c] & p[c]).sum() / (t[c].sum() + p[c].sum()) for c in range(3) if t[c].any()]
 

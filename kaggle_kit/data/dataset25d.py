@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kaggle_kit.data.bitmask import bits_to_channels
 from kaggle_kit.data.cache import Cache, check_folds
 from kaggle_kit.data.folds import FAULTY, select_subset
 from kaggle_kit.data.geometry import SliceGeometry
@@ -190,7 +191,7 @@ class SliceDataset25D:
         C = len(CLASSES)
         if self.with_labels:
             bits = geom.forward(np.asarray(mask[z]), interp="nearest")  # bit flags: nearest is exact
-            ch = ((bits[:, :, None] >> np.arange(C, dtype=np.uint8)) & 1).astype(np.uint8)
+            ch = bits_to_channels(bits, C, axis=-1)
         else:
             ch = np.zeros(tuple(self.size) + (C,), np.uint8)
         if self.augment is not None:

@@ -114,6 +114,10 @@ def render_case_day(spec: CaseDaySpec) -> tuple[np.ndarray, np.ndarray, tuple[in
 
     The anno range (lo, hi) are 0-based slice positions outside which labels are dropped (truncation);
     the returned mask is the full truth, the caller applies the range.
+
+    Long on purpose: the draws from the case and day generators happen in one fixed order, which IS the
+    synthetic data set every recorded number was measured on; one straight-line recipe (body, organs,
+    clutter, intensities, truncation) keeps that order visible and unchanged.
     """
     D, H, W = spec.shape
     case_rng = np.random.default_rng(spec.seed)

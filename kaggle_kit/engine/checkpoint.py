@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from kaggle_kit.utils import UserError
+from kaggle_kit.utils import atomic_path
 
 __all__ = ["CheckpointError", "save_inference_checkpoint", "load_inference_checkpoint", "enable_resume_loader", "plain"]
 
@@ -30,8 +31,6 @@ def plain(obj):
 
 def save_inference_checkpoint(path: str | Path, state_dict: dict, meta: dict) -> Path:
     import torch
-
-    from kaggle_kit.utils import atomic_path
 
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:

@@ -1,7 +1,7 @@
 """Validation metrics for the mmengine loop.
 
-``SegValMetric``: thresholds each slice's probabilities at 0.5 on the training canvas, reassembles the
-validation case-days in slice order and scores them with the competition metric (Dice per (slice, class)
+``SegValMetric``: thresholds each slice's (or, for 3D, each volume's) probabilities at 0.5 on the
+training canvas, reassembles the validation case-days in slice order and scores them with the competition metric (Dice per (slice, class)
 + 3D Hausdorff per (case-day, class), at canvas resolution: close to, not equal to, the raw-geometry
 score that tools/predict.py + tools/score.py give). ``ClsValMetric``: per-class ROC-AUC and
 precision/recall at 0.5 for slice classifiers.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from mmengine.evaluator import BaseMetric
 
+from kaggle_kit.data.bitmask import channels_to_bits
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.presence import roc_auc
 from kaggle_kit.metric.scorer import Scorer
@@ -18,28 +19,36 @@ from kaggle_kit.metric.scorer import Scorer
 __all__ = ["SegValMetric", "ClsValMetric", "roc_auc", "scorer_metrics"]
 
 
-def _bits(ch: np.ndarray) -> np.ndarray:
-    """(C, h, w) 0/1 -> (h, w) bit flags."""
-    out = np.zeros(ch.shape[1:], np.uint8)
-    for i in range(ch.shape[0]):
-        out |= (ch[i] != 0).astype(np.uint8) << i
-    return out
-
-
-class SegValMetric(BaseMetric):
+class _ThresholdMetric(BaseMetric):
     default_prefix = "val"
 
     def __init__(self, threshold: float = 0.5, **kw):
         super().__init__(**kw)
         self.threshold = threshold
 
+
+class SegValMetric(_ThresholdMetric):
+    """The competition metric of thresholded validation predictions, in training geometry.
+
+    ``volumes=False`` (2.5D): samples are slices (``prob`` (C, h, w), ``case_day``, ``z``), reassembled
+    into case-days in slice order; ``volumes=True`` (3D): samples are whole case-days (``prob`` (C, d, h, w)).
+    """
+
+    def __init__(self, threshold: float = 0.5, volumes: bool = False, **kw):
+        super().__init__(threshold, **kw)
+        self.volumes = volumes
+
     def process(self, data_batch, data_samples) -> None:
         for s in data_samples:
-            prob = s["prob"].float().numpy()
-            self.results.append((s["case_day"], s["z"], _bits(prob > self.threshold), _bits(s["mask"].numpy())))
+            p = channels_to_bits(s["prob"].float().numpy() > self.threshold)
+            self.results.append((s["case_day"], s.get("z", 0), p, channels_to_bits(s["mask"].numpy())))
 
     def compute_metrics(self, results) -> dict:
         scorer = Scorer()
+        if self.volumes:
+            for cd, _, p, t in results:
+                scorer.add(cd, p, t)
+            return scorer_metrics(scorer)
         by_cd: dict[str, list] = {}
         for cd, z, p, t in results:
             by_cd.setdefault(cd, []).append((z, p, t))
@@ -59,13 +68,7 @@ def scorer_metrics(scorer) -> dict:
     return out
 
 
-class ClsValMetric(BaseMetric):
-    default_prefix = "val"
-
-    def __init__(self, threshold: float = 0.5, **kw):
-        super().__init__(**kw)
-        self.threshold = threshold
-
+class ClsValMetric(_ThresholdMetric):
     def process(self, data_batch, data_samples) -> None:
         for s in data_samples:
             self.results.append((s["prob"].float().numpy().reshape(-1), s["presence"].numpy().reshape(-1)))

@@ -7,6 +7,7 @@ from kaggle_kit.data.dataset25d import fold_case_days
 from kaggle_kit.io.probmaps import ProbMapStore
 from kaggle_kit.paths import inference_checkpoint
 from kaggle_kit.utils import progress
+from kaggle_kit.data.raw import CLASSES
 
 __all__ = ["predict_split", "available_folds"]
 
@@ -65,6 +66,4 @@ def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, wo
 
 
 def cache_classes():
-    from kaggle_kit.data.raw import CLASSES
-
     return CLASSES

@@ -12,14 +12,22 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["TRAIN_DEFAULTS", "build_runner", "dist_launcher"]
+from kaggle_kit.config import CONFIG_ROOT, parse_yaml
+from kaggle_kit.engine.checkpoint import enable_resume_loader
+from kaggle_kit.engine.hooks import CSVLogHook, ExportHook
+from kaggle_kit.engine.model import TaskModel
 
-TRAIN_DEFAULTS = {
-    "epochs": 15, "batch_size": 16, "val_batch_size": 32, "num_workers": 2, "optimizer": "adamw", "lr": 2e-3,
-    "weight_decay": 1e-4, "warmup_iters": 50, "scheduler": "cosine", "amp": True, "ema": False,
-    "ema_momentum": 0.001, "grad_clip": None, "channels_last": True, "val_interval": 1, "log_interval": 20,
-    "seed": 42, "max_keep_ckpts": 2,
-}
+__all__ = ["build_runner", "dist_launcher", "train_defaults"]
+
+
+def train_defaults() -> dict:
+    """The ``train:`` section every torch family's config starts from: ``configs/base_train.yaml``, the one
+    place its keys, types and defaults are declared."""
+    path = CONFIG_ROOT / "base_train.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the engine's train defaults are missing; train from a checkout of "
+                                "the project (configs/ beside kaggle_kit/)")
+    return parse_yaml(path.read_text(), str(path))["train"]
 
 
 def dist_launcher() -> str:
@@ -38,11 +46,7 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
 
-    from kaggle_kit.engine.checkpoint import enable_resume_loader
-    from kaggle_kit.engine.hooks import CSVLogHook, ExportHook
-    from kaggle_kit.engine.model import TaskModel
-
-    t = dict(TRAIN_DEFAULTS, **{k: v for k, v in train_cfg.items() if v is not None or k == "grad_clip"})
+    t = dict(train_defaults(), **{k: v for k, v in train_cfg.items() if v is not None or k == "grad_clip"})
     cuda = torch.cuda.is_available()
     launcher = dist_launcher()
     model = TaskModel(net, loss_fn, task=task, aux_weight=aux_weight, channels_last=bool(t["channels_last"]))

@@ -78,6 +78,9 @@ def _scan(p8, t8, p64, t64, d, h, w, n_classes, cap):
     Runs are collected in arrays of ``cap`` entries (fixed: growing them inside the loop slows it down
     several times); with more runs than that, the run arrays come back empty and ``n_runs`` says how many
     to make room for.
+
+    One long numba function on purpose: a single pass over the volume's bytes is what makes the metric fast;
+    split into calls, numba would re-read the volume per part.
     """
     n = n_classes
     nb = 1 << n
@@ -345,6 +348,8 @@ def _directed_edt(src, src_bit, dst, dst_bit, z0, z1, y0, y1, x0, x1, wz2, wy2, 
     Pass 1 (along y, all x at once so rows stay contiguous) and pass 2 (along x, lazily, only on the rows
     pass 3 reads) build the in-slice squared EDT of dst; pass 3 (along z) runs only at src voxels outside
     dst, scanning slices outwards with the same exact early break as the run-based method.
+
+    One numba function on purpose: the three passes share the work array and the box bounds in registers.
     """
     nz = z1 - z0
     ny = y1 - y0

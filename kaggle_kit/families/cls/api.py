@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 from kaggle_kit.families.base import Family
+from kaggle_kit.engine.predict import predict_split
+from kaggle_kit.io.boxes import load_boxes_for
+from kaggle_kit.metric.presence import report_exp
+
+# The family's own modules import torch (and its model libraries): they load inside the functions
+# below, so the registry can list and describe families cheaply.
 
 NAME = "cls"
 KIND = "classifier"
@@ -15,8 +21,6 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
 
 def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) -> dict:
     """Write (D, C) maps for ``split``; for "oof" also the report (per-class AUC, P/R, PR curves)."""
-    from kaggle_kit.engine.predict import predict_split
-    from kaggle_kit.io.boxes import load_boxes_for
     from kaggle_kit.families.cls.predict import ClsPredictor
 
     p = cfg["predict"]
@@ -27,8 +31,6 @@ def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) ->
         boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
     )
     if split == "oof" and report:
-        from kaggle_kit.metric.presence import report_exp
-
         rep = report_exp(cfg["cache"], cfg["pred_root"], exp, threshold=p["threshold"])
         summary["macro_auc"] = rep["macro_auc"]
         summary.update({f"auc_{c}": v["auc"] for c, v in rep["classes"].items()})

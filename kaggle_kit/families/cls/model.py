@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kaggle_kit.engine.weights import resolve_weights_path
+from kaggle_kit.losses import build_loss
 
 __all__ = ["HEADS", "MapHeadClassifier", "PresenceLoss", "build_cls_loss", "build_cls_model", "build_net"]
 
@@ -117,8 +118,6 @@ class PresenceLoss:
     """
 
     def __init__(self, spec):
-        from kaggle_kit.losses import build_loss
-
         self.loss = build_loss(spec)
 
     def __call__(self, logits: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,10 @@ import numpy as np
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import SliceDataset25D
 from kaggle_kit.engine.checkpoint import load_model
+from kaggle_kit.data.pipeline25d import dataset_kwargs
+from kaggle_kit.families.cls.model import build_net
+from kaggle_kit.engine.layout import to_channels_last
+from kaggle_kit.engine.layout import channels_last
 
 __all__ = ["TTAS", "ClsPredictor"]
 
@@ -22,8 +26,6 @@ class ClsPredictor:
     def __init__(self, ckpt_path, device=None, batch_size: int = 64, tta: str = "none", channels_last: bool = True):
         import torch
 
-        from kaggle_kit.data.pipeline25d import dataset_kwargs
-        from kaggle_kit.families.cls.model import build_net
 
         if tta not in TTAS:
             raise KeyError(f"unknown tta {tta!r}; options: {list(TTAS)}")
@@ -35,8 +37,6 @@ class ClsPredictor:
         self.channels_last = bool(channels_last)  # NHWC: faster on CPU and CUDA, same outputs up to rounding
         self.net = net.to(self.device).eval()
         if self.channels_last:
-            from kaggle_kit.engine.layout import to_channels_last
-
             to_channels_last(self.net)
         self.ds_kwargs = dataset_kwargs(meta["data"])
         self.batch_size = batch_size
@@ -48,8 +48,6 @@ class ClsPredictor:
         import torch
 
         if self.channels_last:
-            from kaggle_kit.engine.layout import channels_last
-
             x = channels_last(x)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             p = torch.sigmoid(self.net(x).float())

@@ -17,6 +17,15 @@ from kaggle_kit.data.pipeline25d import make_datasets
 from kaggle_kit.io.boxes import train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
+from kaggle_kit.metric.presence import slice_presence
+from kaggle_kit.engine.metrics import ClsValMetric
+from kaggle_kit.engine.runner import build_runner
+from kaggle_kit.families.cls.model import build_cls_loss
+from kaggle_kit.data.dataset25d import fold_case_days
+from kaggle_kit.paths import inference_checkpoint
+from kaggle_kit.io.boxes import load_boxes_for
+from kaggle_kit.families.cls.predict import ClsPredictor
+from kaggle_kit.metric.presence import format_report, write_report
 
 __all__ = ["FAMILY", "MaskPresence", "build_net", "fold_report", "train"]
 
@@ -37,8 +46,6 @@ class MaskPresence:
 
     def presence(self, cd: str) -> np.ndarray:
         if cd not in self._pres:
-            from kaggle_kit.metric.presence import slice_presence
-
             self._pres[cd] = slice_presence(self.ds.volumes(cd)[1]).astype(np.float32)
         return self._pres[cd]
 
@@ -50,9 +57,6 @@ class MaskPresence:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (best.pth / last.pth inference checkpoints, report/)."""
-    from kaggle_kit.engine.metrics import ClsValMetric
-    from kaggle_kit.engine.runner import build_runner
-    from kaggle_kit.families.cls.model import build_cls_loss
 
     cache = Cache(cfg["cache"])
     # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict
@@ -79,11 +83,6 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
 def fold_report(cfg: dict, exp: str, fold, cache: Cache | None = None, which: str | None = None) -> dict:
     """Run a fold's checkpoint (``which``, default ``predict.checkpoint``) over its held-out case-days and write
     ``<work_dir>/report/``; returns it."""
-    from kaggle_kit.data.dataset25d import fold_case_days
-    from kaggle_kit.paths import inference_checkpoint
-    from kaggle_kit.io.boxes import load_boxes_for
-    from kaggle_kit.families.cls.predict import ClsPredictor
-    from kaggle_kit.metric.presence import format_report, slice_presence, write_report
 
     cache = cache or Cache(cfg["cache"])
     p = cfg["predict"]

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from kaggle_kit.families.base import Family
 
+# The family's own modules import torch (and its model libraries): they load inside the functions
+# below, so the registry can list and describe families cheaply.
+
 NAME = "det_yolo"
 KIND = "boxes"
 

@@ -30,6 +30,7 @@ from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import fold_case_days, normalise, volume_scale
 from kaggle_kit.utils import atomic_path, atomic_write_json, atomic_write_text, progress, short_hash
 from kaggle_kit.io.boxes import mask_box, truth_boxes_volume
+from kaggle_kit.io.boxes import expand_box
 
 __all__ = [
     "CHANNELS",
@@ -117,8 +118,6 @@ def _labels(img, mask, params: dict) -> list[tuple[int, int, int, int] | None]:
     """One box per slice (raw pixels) or None for a background slice."""
     D, H, W = img.shape
     if params["mode"] == "organs":
-        from kaggle_kit.io.boxes import expand_box
-
         out = []
         for z in range(D):
             b = mask_box(np.asarray(mask[z]))

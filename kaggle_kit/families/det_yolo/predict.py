@@ -27,13 +27,14 @@ from kaggle_kit.families.det_yolo.boxes import finalise_boxes
 from kaggle_kit.io.boxes import boxes_frame, boxes_path
 from kaggle_kit.metric.boxes import box_recall
 from kaggle_kit.families.det_yolo.dataset import letterbox, yolo_image
+from kaggle_kit.env import setup_offline
+from kaggle_kit.engine.predict import available_folds
+from kaggle_kit.paths import inference_checkpoint
 
 __all__ = ["DetPredictor", "build_detector", "case_day_boxes", "predict_boxes"]
 
 def build_detector(model_cfg: dict, nc: int = 1):
     """ultralytics DetectionModel from its model dict (as stored in the checkpoint meta), random init."""
-    from kaggle_kit.env import setup_offline
-
     setup_offline()
     from ultralytics.nn.tasks import DetectionModel
 
@@ -123,8 +124,6 @@ def predict_boxes(cfg: dict, exp: str, split: str, folds=None) -> dict:
     """Write ``boxes.csv`` + ``boxes.json`` for ``split`` ("oof" or "test"); returns a summary (with the box
     recall of organ pixels for "oof"). Existing rows of other case-days are kept (a per-fold run extends the
     table)."""
-    from kaggle_kit.engine.predict import available_folds
-    from kaggle_kit.paths import inference_checkpoint
 
     cache = Cache(cfg["cache"])
     p = cfg["predict"]

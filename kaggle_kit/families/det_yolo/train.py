@@ -21,6 +21,8 @@ from pathlib import Path
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.families.det_yolo.dataset import dataset_root, write_fold_lists, write_yolo_dataset
+from kaggle_kit.engine.checkpoint import save_inference_checkpoint
+from kaggle_kit.env import setup_offline
 
 __all__ = ["FAMILY", "PRECISION", "export_checkpoints", "train", "ultralytics_args"]
 
@@ -62,8 +64,6 @@ def export_checkpoints(wd: Path, meta: dict) -> list[Path]:
     """
     import torch
 
-    from kaggle_kit.engine.checkpoint import save_inference_checkpoint
-
     weights = Path(wd) / "yolo" / "weights"
     out = []
     for name in ("last", "best"):
@@ -85,8 +85,6 @@ def export_checkpoints(wd: Path, meta: dict) -> list[Path]:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False) -> Path:
     """Write the YOLO dataset (once per exp), train one fold, export best.pth/last.pth; returns the work dir."""
-    from kaggle_kit.env import setup_offline
-
     setup_offline()
     from ultralytics import YOLO
 

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 from kaggle_kit.families.base import Family
+from kaggle_kit.engine.predict import predict_split
+from kaggle_kit.io.boxes import load_boxes_for
+
+# The family's own modules import torch (and its model libraries): they load inside the functions
+# below, so the registry can list and describe families cheaply.
 
 NAME = "seg25d"
 KIND = "pixel"
@@ -14,10 +19,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
 
 
 def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> dict:
-    from kaggle_kit.engine.predict import predict_split
     from kaggle_kit.families.seg25d.predict import Predictor25D
-    from kaggle_kit.io.boxes import load_boxes_for
-
     p = cfg["predict"]
     return predict_split(
         family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],

@@ -10,6 +10,10 @@ import numpy as np
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import SliceDataset25D
 from kaggle_kit.engine.checkpoint import load_model
+from kaggle_kit.data.pipeline25d import dataset_kwargs
+from kaggle_kit.families.seg25d.train import build_net
+from kaggle_kit.engine.layout import to_channels_last
+from kaggle_kit.engine.layout import channels_last
 
 __all__ = ["Predictor25D", "predict_volume"]
 
@@ -21,8 +25,6 @@ class Predictor25D:
     def __init__(self, ckpt_path, device=None, batch_size: int = 32, tta: str = "none", channels_last: bool = True):
         import torch
 
-        from kaggle_kit.data.pipeline25d import dataset_kwargs
-        from kaggle_kit.families.seg25d.train import build_net
 
         net, meta = load_model(ckpt_path, lambda m: build_net(m["model"], m["in_channels"], load_weights=False))
         self.meta = meta
@@ -32,8 +34,6 @@ class Predictor25D:
         self.channels_last = bool(channels_last)
         self.net = net.to(self.device).eval()
         if self.channels_last:
-            from kaggle_kit.engine.layout import to_channels_last
-
             to_channels_last(self.net)
         self.ds_kwargs = dataset_kwargs(meta["data"])
         self.batch_size = batch_size
@@ -45,8 +45,6 @@ class Predictor25D:
 
     def _forward(self, x):
         import torch
-
-        from kaggle_kit.engine.layout import channels_last
 
         def run(inp):
             out = self.net(channels_last(inp) if self.channels_last else inp)

@@ -9,6 +9,10 @@ from kaggle_kit.engine.weights import resolve_weights_path
 from kaggle_kit.io.boxes import train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
+from kaggle_kit.families.seg25d.model import build_seg_model
+from kaggle_kit.engine.metrics import SegValMetric
+from kaggle_kit.engine.runner import build_runner
+from kaggle_kit.losses import build_loss
 
 __all__ = ["build_net", "train", "exp_name", "FAMILY"]
 
@@ -32,12 +36,11 @@ def build_net(model_cfg: dict, in_channels: int, load_weights: bool = True):
     if m.get("encoder_weights"):
         raise ValueError("encoder_weights must be null: nothing downloads; pass a local file as weights_path")
     if backend == "smp":
-        from kaggle_kit.families.seg25d.model import build_seg_model
-
         return build_seg_model(arch=m["arch"], encoder_name=m["encoder_name"], in_channels=in_channels,
                                classes=m["classes"], encoder_weights=None, aux_head=m.get("aux_head", False),
                                weights_path=wp, **extra)
     if backend == "mmseg":
+        # heavy and optional: mmseg (and the mmcv ops stand-in) load only for this backend
         from kaggle_kit.families.seg25d.mmseg_upernet import build_mmseg_upernet
 
         return build_mmseg_upernet(backbone=m["encoder_name"], in_channels=in_channels, classes=m["classes"],
@@ -47,9 +50,6 @@ def build_net(model_cfg: dict, in_channels: int, load_weights: bool = True):
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (with best.pth / last.pth inference checkpoints)."""
-    from kaggle_kit.engine.metrics import SegValMetric
-    from kaggle_kit.engine.runner import build_runner
-    from kaggle_kit.losses import build_loss
 
     cache = Cache(cfg["cache"])
     # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from kaggle_kit.families.base import Family
+from kaggle_kit.engine.predict import predict_split
+
+# The family's own modules import torch (and its model libraries): they load inside the functions
+# below, so the registry can list and describe families cheaply.
 
 NAME = "seg3d"
 KIND = "pixel"
@@ -14,7 +18,6 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
 
 
 def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
-    from kaggle_kit.engine.predict import predict_split
     from kaggle_kit.families.seg3d.predict import Predictor3D
 
     p = cfg["predict"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.dataset25d import normalise, volume_scale
+from kaggle_kit.data.bitmask import bits_to_channels, channels_to_bits  # noqa: F401  (re-exported)
 from kaggle_kit.data.raw import CLASSES
 
 __all__ = [
@@ -102,19 +103,6 @@ def case_day_spacing(cache: Cache, split: str) -> dict[str, tuple[float, float]]
     return {cd: (float(r.spacing_y), float(r.spacing_x)) for cd, r in first.iterrows()}
 
 
-def bits_to_channels(bits: np.ndarray, n: int = N_CLASSES) -> np.ndarray:
-    """uint8 (D, H, W) bit flags -> uint8 (C, D, H, W) 0/1."""
-    return ((np.asarray(bits)[None] >> np.arange(n, dtype=np.uint8)[:, None, None, None]) & 1).astype(np.uint8)
-
-
-def channels_to_bits(ch: np.ndarray) -> np.ndarray:
-    """(C, ...) 0/1 (or bool) -> uint8 (...) bit flags."""
-    out = np.zeros(ch.shape[1:], np.uint8)
-    for i in range(ch.shape[0]):
-        out |= (np.asarray(ch[i]) != 0).astype(np.uint8) << i
-    return out
-
-
 def resample(x, size):
     """Trilinear resize of a float tensor (N, C, D, H, W) (or (C, D, H, W)) to spatial ``size`` (d, h, w).
 
@@ -145,7 +133,7 @@ def mask_to_training(bits: np.ndarray, size) -> np.ndarray:
     """uint8 (D, H, W) bit flags -> uint8 (C, Dt, Ht, Wt) 0/1 (per class: trilinear, then >= 0.5)."""
     import torch
 
-    ch = torch.from_numpy(bits_to_channels(bits)).float()
+    ch = torch.from_numpy(bits_to_channels(bits, N_CLASSES)).float()
     with torch.inference_mode():
         return (resample(ch, size) >= 0.5).to(torch.uint8).numpy()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from kaggle_kit.families.seg3d.capsnet import CapsNet3D
 
 __all__ = ["ARCHS", "Seg3DNet", "build_net", "build_net3d"]
 
@@ -59,8 +60,6 @@ def _dynunet(in_channels, classes, filters, levels, norm, dropout, **kw):
 
 
 def _capsnet(in_channels, classes, filters, levels, norm, dropout, **kw):
-    from kaggle_kit.families.seg3d.capsnet import CapsNet3D
-
     return CapsNet3D(in_channels=in_channels, classes=classes, atoms=filters, levels=levels, **kw)
 
 

@@ -15,6 +15,10 @@ import numpy as np
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.families.seg3d.data import Geometry3D, case_day_spacing, image_to_training, to_raw
+from kaggle_kit.families.seg3d.model import build_net
+from kaggle_kit.io.probmaps import ProbMapStore
+from kaggle_kit.metric.scorer import MetricConfig, Scorer
+from kaggle_kit.families.seg3d.data import channels_to_bits
 
 __all__ = ["TTA", "Predictor3D", "score_maps"]
 
@@ -33,8 +37,6 @@ class Predictor3D:
     def __init__(self, ckpt_path, device=None, tta: str = "none", overlap: float = 0.5, sw_batch_size: int = 1,
                  window=None):
         import torch
-
-        from kaggle_kit.families.seg3d.model import build_net
 
         if tta not in TTA:
             raise KeyError(f"unknown 3D tta {tta!r}; options: {sorted(TTA)}")
@@ -86,9 +88,6 @@ def score_maps(cache_dir, pred_root, exp: str, split: str = "oof", threshold: fl
     """Score stored maps ``<pred_root>/<exp>/<split>`` thresholded at ``threshold`` against the cache masks
     (train split) with the competition metric. Returns Scorer.result() (score, dice, hausdorff, per_class)
     plus ``case_days``. Works for any pixel family's maps."""
-    from kaggle_kit.io.probmaps import ProbMapStore
-    from kaggle_kit.metric.scorer import MetricConfig, Scorer
-    from kaggle_kit.families.seg3d.data import channels_to_bits
 
     cache = Cache(cache_dir)
     store = ProbMapStore(pred_root)

@@ -2,12 +2,11 @@
 
 Train: random patches of the resampled case-days (foreground-biased, augmented). Validation: whole
 resampled case-days through the net's sliding window (eval mode), thresholded at 0.5 and scored with the
-competition metric in training geometry (:class:`Seg3DValMetric`; close to, not equal to, the raw-geometry
+competition metric in training geometry (:class:`~kaggle_kit.engine.metrics.SegValMetric` on volumes; close to, not equal to, the raw-geometry
 OOF score of tools/predict.py). Loss: ``kaggle_kit.losses.build_loss`` (any spatial rank: 5D here).
 """
 from __future__ import annotations
 
-from mmengine.evaluator import BaseMetric
 
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.engine.checkpoint import load_model
@@ -15,36 +14,15 @@ from kaggle_kit.data.dataset25d import fold_case_days
 from kaggle_kit.data.folds import FAULTY
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
-from kaggle_kit.families.seg3d.data import Geometry3D, VolumeDataset3D, channels_to_bits
+from kaggle_kit.families.seg3d.data import Geometry3D, VolumeDataset3D
 from kaggle_kit.families.seg3d.model import build_net
+from kaggle_kit.engine.metrics import SegValMetric
+from kaggle_kit.engine.runner import build_runner
+from kaggle_kit.losses import build_loss
 
-__all__ = ["FAMILY", "Seg3DValMetric", "make_datasets", "train"]
+__all__ = ["FAMILY", "make_datasets", "train"]
 
 FAMILY = "seg3d"
-
-
-class Seg3DValMetric(BaseMetric):
-    """Competition metric on whole validation volumes in training geometry (threshold 0.5)."""
-
-    default_prefix = "val"
-
-    def __init__(self, threshold: float = 0.5, **kw):
-        super().__init__(**kw)
-        self.threshold = threshold
-
-    def process(self, data_batch, data_samples) -> None:
-        for s in data_samples:
-            p = s["prob"].float().numpy() > self.threshold  # (C, d, h, w)
-            self.results.append((s["case_day"], channels_to_bits(p), channels_to_bits(s["mask"].numpy())))
-
-    def compute_metrics(self, results) -> dict:
-        from kaggle_kit.engine.metrics import scorer_metrics
-        from kaggle_kit.metric.scorer import Scorer
-
-        scorer = Scorer()
-        for cd, p, t in results:
-            scorer.add(cd, p, t)
-        return scorer_metrics(scorer)
 
 
 def make_datasets(cfg: dict, cache: Cache, fold, seed: int = 0):
@@ -68,8 +46,6 @@ def _init_weights(net, path) -> None:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (with best.pth / last.pth inference checkpoints)."""
-    from kaggle_kit.engine.runner import build_runner
-    from kaggle_kit.losses import build_loss
 
     cache = Cache(cfg["cache"])
     train_ds, val_ds = make_datasets(cfg, cache, fold, seed=int(cfg["train"].get("seed") or 0))
@@ -86,7 +62,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     if not Geometry3D.from_cfg(cfg["data"]).fixed:
         train_cfg["val_batch_size"] = 1
     runner = build_runner(net=net, loss_fn=build_loss(cfg["loss"]), task="seg", train_ds=train_ds, val_ds=val_ds,
-                          val_metric=Seg3DValMetric(), train_cfg=train_cfg, work_dir=wd, meta=meta, resume=resume)
+                          val_metric=SegValMetric(volumes=True), train_cfg=train_cfg, work_dir=wd, meta=meta, resume=resume)
     runner.train()
     return wd
 
