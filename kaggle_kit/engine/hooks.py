@@ -79,7 +79,6 @@ class ExportHook(Hook):
 
 class CSVLogHook(Hook):
     """Appends one row per epoch to ``metrics.csv``: epoch, mean train loss, lr, validation metrics."""
-
     priority = "BELOW_NORMAL"
 
     def __init__(self):

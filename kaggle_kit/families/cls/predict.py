@@ -22,7 +22,6 @@ TTAS = ("none", "hflip")
 
 class ClsPredictor:
     """One loaded classifier. ``__call__(cache, split, case_day, boxes=None)`` -> float32 (D, C) in [0, 1]."""
-
     def __init__(self, ckpt_path, device=None, batch_size: int = 64, tta: str = "none", channels_last: bool = True):
         import torch
 

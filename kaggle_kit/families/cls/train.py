@@ -57,7 +57,6 @@ class MaskPresence:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (best.pth / last.pth inference checkpoints, report/)."""
-
     cache = Cache(cfg["cache"])
     # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict
     train_boxes, val_boxes = train_boxes_for(cfg, cache)  # (None, None) unless data.crop == "boxes"

@@ -50,7 +50,6 @@ def build_net(model_cfg: dict, in_channels: int, load_weights: bool = True):
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (with best.pth / last.pth inference checkpoints)."""
-
     cache = Cache(cfg["cache"])
     # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict
     train_boxes, val_boxes = train_boxes_for(cfg, cache)  # (None, None) unless data.crop == "boxes"

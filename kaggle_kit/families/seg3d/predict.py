@@ -33,7 +33,6 @@ TTA = {
 
 class Predictor3D:
     """One loaded 3D model. ``__call__(cache, split, case_day)`` -> float32 (D, C, H, W) in [0, 1], raw geometry."""
-
     def __init__(self, ckpt_path, device=None, tta: str = "none", overlap: float = 0.5, sw_batch_size: int = 1,
                  window=None):
         import torch

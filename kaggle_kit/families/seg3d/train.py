@@ -46,7 +46,6 @@ def _init_weights(net, path) -> None:
 
 def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (with best.pth / last.pth inference checkpoints)."""
-
     cache = Cache(cfg["cache"])
     train_ds, val_ds = make_datasets(cfg, cache, fold, seed=int(cfg["train"].get("seed") or 0))
     if len(train_ds) == 0:
