@@ -17,7 +17,7 @@ from kaggle_kit.deploy.bundle import dataset_metadata, member_runtime_deps
 from kaggle_kit.deploy.wheels import (WheelError, check_wheels, collect_wheels, manylinux_platforms,
                                       read_wheel_metadata, target)
 
-from .conftest import run_tool
+from .conftest import ROOT, run_tool
 
 MMSEG = {"mmsegmentation", "mmengine", "mmcv-lite", "ftfy", "regex"}
 
@@ -332,3 +332,29 @@ def test_real_bundle_wheels_import_on_python312(mmseg_member, tmp_path):
             "kaggle_kit.io.submission; assert sys.version_info[:2] == (3, 12); print(numpy.__version__)")
     p = subprocess.run([str(venv / "bin/python"), "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+def test_pyproject_ranges_and_constraints_agree():
+    """pyproject.toml: ranges only (no exact pins), no upper bound on Python; constraints.txt pins every one of
+    them (torch / torchvision at the releases on this disk) inside its range, so `make install` is exact."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert proj["requires-python"] == ">=3.11"
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    reqs = list(proj["dependencies"]) + [r for rs in proj["optional-dependencies"].values() for r in rs]
+    for r in map(Requirement, reqs):
+        name = canonicalize_name(r.name)
+        if name == "kaggle-kit":
+            continue  # the `all` extra
+        assert not any(s.operator == "==" for s in r.specifier), f"{r}: exact pins belong in constraints.txt"
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert r.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {r.specifier}"
