@@ -13,6 +13,7 @@ A fold that the cache's folds.csv lacks, or a config that does not validate, exi
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -63,8 +64,10 @@ def main(argv=None) -> int:
         atomic_write_text(wd / "config.yaml", dump_config(cfg))
         t0 = time.time()
         fam.train(cfg, fold, exp, resume=a.resume)
-        atomic_write_json(done, {"fold": fold, "exp": exp, "family": cfg["family"], "config": str(a.config),
-                                 "seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one marker, by the first rank
+            atomic_write_json(done, {"fold": fold, "exp": exp, "family": cfg["family"], "config": str(a.config),
+                                     "seconds": round(time.time() - t0, 1),
+                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         print(f"done: {wd}", flush=True)
     return 0
 
