@@ -18,7 +18,7 @@ import yaml
 from kaggle_kit.utils import UserError
 
 __all__ = ["ConfigError", "CONFIG_ROOT", "load_config", "apply_overrides", "validate", "merge", "dump_config",
-           "family_schema", "parse_yaml"]
+           "family_schema", "parse_yaml", "read_yaml_file"]
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -60,6 +60,20 @@ def parse_yaml(text: str, source: str = "<string>"):
         line = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
         raise ConfigError(f"{source}{line}: YAML does not parse ({problem}); fix the syntax there") from None
+
+
+def read_yaml_file(path, what: str = "config", err: type[Exception] = ConfigError):
+    """A YAML file (any of ours: configs, ensemble and search YAMLs) through :func:`parse_yaml`; a missing
+    file or a syntax error raises ``err`` naming the file (and the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise err(f"{path}: {what} not found; check the path")
+    try:
+        return parse_yaml(path.read_text(), str(path))
+    except ConfigError as e:
+        if err is ConfigError:
+            raise
+        raise err(str(e)) from None
 
 
 def _read(path: Path, seen: tuple = ()) -> tuple[dict, dict, list[Path]]:

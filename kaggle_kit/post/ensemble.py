@@ -43,13 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from kaggle_kit.config import read_yaml_file
 from kaggle_kit.data.raw import CLASSES, discover_split
 from kaggle_kit.io.probmaps import KINDS, ProbMapError, read_manifest, read_probmap, to_uint8
 from kaggle_kit.io.submission import SubmissionError, attach_geometry, expected_rows, write_submission
 from kaggle_kit.utils import UserError, progress
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.postprocess import PostParams, fuse_classifier, postprocess
-from kaggle_kit.post.steps import PARAMS, STEPS, read_values, unknown_keys, yaml_layout
+from kaggle_kit.post.steps import PARAMS, STEPS, per_class, read_values, unknown_keys, yaml_layout
 
 __all__ = [
     "SPLITS",
@@ -115,13 +116,7 @@ def _weight(v, where: str) -> float:
 
 
 def _weights(v, where: str, classes) -> tuple:
-    if isinstance(v, Mapping):
-        unknown_keys(v, set(classes), where, ConfigError)
-        missing = [c for c in classes if c not in v]
-        if missing:
-            raise ConfigError(f"{where}: missing class(es) {missing} (give one number or every class)")
-        return tuple(_weight(v[c], f"{where}.{c}") for c in classes)
-    return (_weight(v, where),) * len(classes)
+    return per_class(v, where, classes, ConfigError, _weight, "give one number or every class")
 
 
 def _members(obj: Mapping, source: str, classes) -> list[Member]:
@@ -191,16 +186,7 @@ def _metric(v, where: str):
 
 
 def load_ensemble_config(path) -> EnsembleConfig:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: ensemble config not found")
-    try:
-        obj = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    return parse_ensemble_config(obj, str(path))
+    return parse_ensemble_config(read_yaml_file(path, "ensemble config", ConfigError), str(path))
 
 
 # ------------------------------------------------------------------------------------------- fusion

@@ -46,6 +46,7 @@ __all__ = [
     "Param",
     "Step",
     "by_name",
+    "per_class",
     "read_candidates",
     "read_values",
     "unknown_keys",
@@ -374,7 +375,8 @@ def _raw(obj: Mapping, sections: dict, p: Param):
     return obj.get(p.path[0]) if len(p.path) == 1 else sections[p.path[0]].get(p.path[1])
 
 
-def _per_class(v, where: str, classes, err, one, hint: str) -> tuple:
+def per_class(v, where: str, classes, err, one, hint: str) -> tuple:
+    """One value for every class, or a mapping {class: value} naming each; ``one(value, where)`` checks one."""
     if isinstance(v, Mapping):
         unknown_keys(v, set(classes), where, err)
         missing = [c for c in classes if c not in v]
@@ -396,7 +398,7 @@ def read_values(obj: Mapping, classes, where: str, err=ValueError) -> dict:
                 raise err(f"{where}: missing required key {p.yaml!r}")
             out[p.name] = (p.neutral,) * len(classes) if p.per_class else p.neutral
         elif p.per_class:
-            out[p.name] = _per_class(raw, w, classes, err, lambda x, ww, p=p: p.check(x, ww, err),
+            out[p.name] = per_class(raw, w, classes, err, lambda x, ww, p=p: p.check(x, ww, err),
                                      "give one number or every class")
         else:
             out[p.name] = p.check(raw, w, err)
@@ -427,7 +429,7 @@ def read_candidates(obj: Mapping, classes, where: str, err=ValueError) -> tuple[
         if raw is None:
             raw = list(p.search_default) if p.search_default is not None else [p.neutral]
         if p.per_class:
-            options[p.name] = _per_class(raw, w, classes, err, lambda x, ww, p=p: lst(p, x, ww),
+            options[p.name] = per_class(raw, w, classes, err, lambda x, ww, p=p: lst(p, x, ww),
                                          "give one list or a list per class")
         else:
             globals_[p.name] = lst(p, raw, w)

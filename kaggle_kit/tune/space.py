@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, make_dataclass
-from pathlib import Path
 
+from kaggle_kit.config import read_yaml_file
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
 from kaggle_kit.post.steps import PARAMS, STEPS, read_candidates, unknown_keys, write_values, yaml_layout
@@ -195,16 +195,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
 
 
 def load_search_space(path, available: Mapping | None = None) -> SearchSpace:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise SearchError(f"{path}: search space not found")
-    try:
-        obj = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SearchError(f"{path}: invalid YAML ({e})") from None
-    return parse_search_space(obj, str(path), available)
+    return parse_search_space(read_yaml_file(path, "search space", SearchError), str(path), available)
 
 
 def setting_to_ensemble(space: SearchSpace, setting) -> dict:
