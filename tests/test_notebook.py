@@ -16,12 +16,14 @@ sys.path.insert(0, str(ROOT / "tools"))
 from run_notebook import can_unshare, run_notebook as _run_nb  # noqa: E402  (the tool the demo runs)
 
 
-def run_notebook(python, nb_path, env, tmp_path) -> str:
-    """Execute the notebook with ``python``'s kernel, with no network at all when unshare is available."""
+def run_notebook(python, nb_path, env, tmp_path, ok: bool = True) -> str:
+    """Execute the notebook with ``python``'s kernel, with no network at all when unshare is available;
+    ``ok``: whether every cell must succeed (False: a cell must raise)."""
     p = _run_nb(env["KK_BUNDLE"], env["KK_DATA"], env["KK_OUT"], offline=can_unshare(), notebook=nb_path,
-                debug_case_days=int(env.get("KK_DEBUG_CASE_DAYS", 3)), timeout=900, python=python, cwd=tmp_path,
+                debug_case_days=int(env.get("KK_DEBUG_CASE_DAYS", 3)), time_budget_h=env.get("KK_TIME_BUDGET_H"),
+                budget_check_after=env.get("KK_BUDGET_CHECK_AFTER"), timeout=900, python=python, cwd=tmp_path,
                 extra_env={k: v for k, v in env.items() if not k.startswith("KK_")})
-    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    assert (p.returncode == 0) == ok, p.stdout[-4000:] + p.stderr[-4000:]
     return p.stdout
 
 
@@ -52,29 +54,9 @@ def test_bundle_manifest(bundle):
     assert "checkpoints/tiny_cpu/fold0.pth" in man["sha256"]
 
 
-def test_notebook_real_path_offline(bundle, synth_root, tmp_path):
-    out = tmp_path / "submission.csv"
-    env = {"KK_BUNDLE": str(bundle), "KK_DATA": str(synth_root), "KK_OUT": str(out)}
-    text = run_notebook(sys.executable, NB, env, tmp_path)
-    assert "mode=test" in text and "FALLBACK" not in text, text[-3000:]
-    _validate(out, synth_root)
-    from run_notebook import summary_of
-
-    summary = summary_of(text)  # the run's summary: per-member inference time per case-day
-    assert summary["mode"] == "test" and summary["member_seconds_per_case_day"]["tiny_cpu"] > 0
-    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
-    sample = pd.read_csv(synth_root / "sample_submission.csv", dtype=str, keep_default_na=False)
-    assert sub[["id", "class"]].equals(sample[["id", "class"]])  # sample_submission order
-
-
-def test_notebook_debug_mode_and_broken_member(bundle, synth_root, tmp_path):
-    # public-run situation: an empty test/ and a header-only sample_submission
-    root = tmp_path / "data"
-    shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns("test"))
-    (root / "test").mkdir()
-    (root / "sample_submission.csv").write_text("id,class,predicted\n")
-    # a second pixel member whose checkpoint is corrupt
-    b2 = tmp_path / "bundle"
+def _with_broken_member(bundle, tmp_path):
+    """A copy of ``bundle`` with a second pixel member 'broken' whose checkpoint file is corrupt."""
+    b2 = tmp_path / "bundle_broken"
     shutil.copytree(bundle, b2)
     man = json.loads((b2 / "bundle.json").read_text())
     bad = dict(man["members"][0], name="broken", exp="broken", checkpoints=["checkpoints/broken/fold0.pth"])
@@ -85,24 +67,115 @@ def test_notebook_debug_mode_and_broken_member(bundle, synth_root, tmp_path):
     ens = yaml.safe_load((b2 / "ensemble.yaml").read_text())
     ens["members"].append({"exp": "broken", "kind": "pixel", "weight": 1.0})
     (b2 / "ensemble.yaml").write_text(yaml.safe_dump(ens))
+    return b2
+
+
+def _public_root(synth_root, tmp_path):
+    """The public-run situation: an empty test/ and a header-only sample_submission."""
+    root = tmp_path / "data"
+    shutil.copytree(synth_root, root, ignore=shutil.ignore_patterns("test"))
+    (root / "test").mkdir()
+    (root / "sample_submission.csv").write_text("id,class,predicted\n")
+    return root
+
+
+def test_hidden_run_drops_broken_member_writes_valid_file_and_names_it(bundle, synth_root, tmp_path):
+    """(b) The hidden re-run with a corrupt member: a valid file in sample_submission order, the member named
+    in the log and in submission_report.json; the working member's maps are used."""
+    b2 = _with_broken_member(bundle, tmp_path)
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(b2), "KK_DATA": str(synth_root), "KK_OUT": str(out)}
+    text = run_notebook(sys.executable, NB, env, tmp_path)
+    assert "mode=test" in text and "FALLBACK" not in text, text[-3000:]
+    assert "WARNING member 'broken' dropped" in text
+    _validate(out, synth_root)
+    from run_notebook import summary_of
+
+    summary = summary_of(text)  # the run's summary: per-member inference time per case-day
+    assert summary["mode"] == "test" and not summary["strict"]
+    assert summary["member_seconds_per_case_day"]["tiny_cpu"] > 0 and "broken" not in summary["members"]
+    report = json.loads((tmp_path / "submission_report.json").read_text())
+    assert len(report["dropped"]) == 1 and "'broken'" in report["dropped"][0] and report["failures"] == []
+    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
+    sample = pd.read_csv(synth_root / "sample_submission.csv", dtype=str, keep_default_na=False)
+    assert sub[["id", "class"]].equals(sample[["id", "class"]])  # sample_submission order
+    assert (sub["predicted"] != "").any()  # the working member predicted something
+
+
+def test_public_run_with_broken_member_raises_and_names_it(bundle, synth_root, tmp_path):
+    """(a) The public run (debug mode on train case-days) with the same corrupt member fails loudly."""
+    root = _public_root(synth_root, tmp_path)
+    b2 = _with_broken_member(bundle, tmp_path)
     out = tmp_path / "submission.csv"
     env = {"KK_BUNDLE": str(b2), "KK_DATA": str(root), "KK_OUT": str(out), "KK_DEBUG_CASE_DAYS": "2"}
-    text = run_notebook(sys.executable, NB, env, tmp_path)
-    assert "mode=debug" in text and "member 'broken' dropped" in text, text[-3000:]
-    assert '"debug_score"' in text
-    sub = pd.read_csv(out, dtype=str, keep_default_na=False)
-    from kaggle_kit.data.raw import discover_split
+    text = run_notebook(sys.executable, NB, env, tmp_path, ok=False)
+    assert "PUBLIC run" in text and "mode=debug" in text, text[-3000:]
+    assert "InferenceError" in text and "member 'broken' dropped" in text, text[-3000:]
+    assert "FALLBACK" not in text and not out.exists()  # raised before writing anything
 
-    cds = list(dict.fromkeys(discover_split(root, "train")["case_day"]))[:2]
-    assert sub["id"].str.rsplit("_slice", n=1).str[0].isin(cds).all() and len(sub) > 0
+
+def _inprocess(bundle, root, out, **kw):
+    from kaggle_kit.deploy.infer import run_inference
+
+    return run_inference(bundle, root, out, device="cpu", **kw)
+
+
+def test_public_run_passes_above_empty_baseline_and_raises_when_not(bundle, synth_root, tmp_path):
+    """The public run's score check: the tiny member beats empty masks; an ensemble that removes every
+    component (min_area_2d beyond any slice) scores exactly the empty baseline and raises."""
+    from kaggle_kit.deploy.infer import InferenceError
+
+    root = _public_root(synth_root, tmp_path)
+    s = _inprocess(bundle, root, tmp_path / "ok.csv", debug_case_days=2)
+    assert s["mode"] == "debug" and s["strict"] and s["debug_score"] > s["empty_baseline"]
+    b2 = tmp_path / "bundle_empty"
+    shutil.copytree(bundle, b2)
+    ens = yaml.safe_load((b2 / "ensemble.yaml").read_text())
+    (b2 / "ensemble.yaml").write_text(yaml.safe_dump(dict(ens, min_area_2d=10**6)))
+    with pytest.raises(InferenceError, match="not above the empty-mask baseline"):
+        _inprocess(b2, root, tmp_path / "empty.csv", debug_case_days=2)
+    report = json.loads((tmp_path / "empty_report.json").read_text())
+    assert report["debug_score"] == report["empty_baseline"]
+
+
+def test_time_budget_sheds_tta_then_lowest_weight_member(bundle, synth_root, tmp_path):
+    """(d) A tiny time budget: after the first case-days it sheds flip TTA, then the lower-weight pixel member
+    (never the last one), logs both, and still writes a valid file."""
+    b2 = tmp_path / "bundle_budget"
+    shutil.copytree(bundle, b2)
+    man = json.loads((b2 / "bundle.json").read_text())
+    man["members"][0]["tta"] = "hflip"
+    man["members"].append(dict(man["members"][0], name="tiny_b", exp="tiny_b"))  # same checkpoint, lower weight
+    (b2 / "bundle.json").write_text(json.dumps(man))
+    ens = yaml.safe_load((b2 / "ensemble.yaml").read_text())
+    ens["members"].append({"exp": "tiny_b", "kind": "pixel", "weight": 0.5})
+    (b2 / "ensemble.yaml").write_text(yaml.safe_dump(ens))
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(b2), "KK_DATA": str(synth_root), "KK_OUT": str(out), "KK_TIME_BUDGET_H": "1e-6",
+           "KK_BUDGET_CHECK_AFTER": "1"}
+    text = run_notebook(sys.executable, NB, env, tmp_path)
+    from run_notebook import summary_of
+
+    shed = summary_of(text)["shed"]
+    assert len(shed) == 3, shed
+    assert shed[0].startswith("after 1 case-days") and "flip TTA off (tiny_b, tiny_cpu)" in shed[0]
+    assert "member 'tiny_b' dropped (lowest weight)" in shed[1]
+    assert "nothing left to shed" in shed[2]  # tiny_cpu is the last pixel member: kept
+    assert all(f"TIME BUDGET: {s}" in text for s in shed)
+    assert json.loads((tmp_path / "submission_report.json").read_text())["shed"] == shed
+    assert summary_of(text)["members"] == ["tiny_cpu", "tiny_cpu_aux"]
+    _validate(out, synth_root)
 
 
 def test_notebook_total_failure_still_writes_file(synth_root, tmp_path):
+    """The hidden run with no bundle at all: empty masks, a valid file, and the report says why."""
     out = tmp_path / "submission.csv"
     env = {"KK_BUNDLE": str(tmp_path / "no_bundle"), "KK_DATA": str(synth_root), "KK_OUT": str(out)}
     text = run_notebook(sys.executable, NB, env, tmp_path)
     assert "FALLBACK" in text
     _validate(out, synth_root)
+    report = json.loads((tmp_path / "submission_report.json").read_text())
+    assert report["mode"] == "fallback" and "bundle.json" in report["error"]
 
 
 @pytest.mark.slow
@@ -130,3 +203,174 @@ def test_fresh_venv_installs_bundle_offline(trained_seg25d, synth_root, tmp_path
     text = run_notebook(py, b / "kaggle_kit_inference.ipynb", env, tmp_path)
     assert "installed" in text and "mode=test" in text and "FALLBACK" not in text, text[-3000:]
     _validate(out, synth_root)
+
+
+# ------------------------------------------------------------------------------------- crop members
+@pytest.fixture(scope="module")
+def crop_bundle(synth_cache, tmp_path_factory):
+    """A tiny detector (1 epoch at 32 px) and a tiny 2.5D member trained with ``data.crop: boxes`` on its
+    boxes, both predicted on test (the 2.5D member by tools/predict.py), then bundled. The detector predicts
+    with conf 0 and a negative margin, so every slice gets a box smaller than the image: the crop crops."""
+    from kaggle_kit.config import load_config
+    from kaggle_kit.registry import resolve
+
+    from .conftest import TINY_SEG
+
+    tmp = tmp_path_factory.mktemp("crop")
+    common = [f"cache={synth_cache}", f"work_root={tmp / 'work'}", f"pred_root={tmp / 'preds'}"]
+    det_cfg = load_config(ROOT / "configs/det_yolo/tiny_cpu.yaml",
+                          [*common, "model.imgsz=32", "train.epochs=1", "predict.conf=0.0", "predict.margin=-0.2"])
+    det = resolve("family", "det_yolo")
+    det.train(det_cfg, 0, "det_nb")
+    for split in ("oof", "test"):
+        det.predict(det_cfg, "det_nb", split, folds=[0])
+    seg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = [*common, "exp=seg_crop", "data.crop=boxes", "data.boxes_exp=det_nb", *TINY_SEG]
+    run_tool("train.py", seg, "--fold", 0, *ov)
+    run_tool("predict.py", seg, "--split", "oof,test", "--folds", "0", *ov)
+    ens = tmp / "ensemble.yaml"
+    ens.write_text(yaml.safe_dump({"members": [{"exp": "seg_crop", "kind": "pixel", "weight": 1.0},
+                                               {"exp": "seg_crop_aux", "kind": "classifier", "weight": 1.0}],
+                                   "threshold": 0.5}))
+    run_tool("bundle.py", "--out", tmp / "bundle", "--ensemble", ens, "--work-root", tmp / "work",
+             "--preds", tmp / "preds", "--no-wheels")
+    return {"bundle": tmp / "bundle", "preds": tmp / "preds"}
+
+
+def test_crop_member_notebook_path_equals_predict_tool(crop_bundle, synth_root):
+    """(c) The bundle carries the detector a crop member needs; the notebook's member path (detector first,
+    its boxes fed to the crop member) on the decoded test PNGs gives the maps tools/predict.py stored."""
+    import numpy as np
+
+    from kaggle_kit.deploy.infer import PngVolumes, load_bundle_members, predict_case_day
+    from kaggle_kit.io.boxes import BOX_COLUMNS, load_boxes
+    from kaggle_kit.io.probmaps import ProbMapStore, to_uint8
+
+    b, preds = crop_bundle["bundle"], crop_bundle["preds"]
+    man = json.loads((b / "bundle.json").read_text())
+    det_entry = next(m for m in man["members"] if m["name"] == "det_nb")
+    assert det_entry["kind"] == "boxes" and det_entry["box_params"]["margin"] == -0.2  # the predict-time params
+    members, dropped = load_bundle_members(b, man["members"], device="cpu")
+    assert dropped == [] and {m.name: m.boxes_from for m in members}["seg_crop"] == "det_nb"
+    vols = PngVolumes(synth_root, "test")
+    store = ProbMapStore(preds)
+    boxes = load_boxes(preds, "det_nb", "test")
+    smaller = 0
+    for cd in vols.case_days():
+        maps, failures = predict_case_day(members, vols, cd)
+        assert failures == []
+        np.testing.assert_array_equal(to_uint8(maps["seg_crop"]), store.read("seg_crop", "test", cd))
+        np.testing.assert_array_equal(to_uint8(maps["seg_crop_aux"]), store.read("seg_crop_aux", "test", cd))
+        H, W = maps["seg_crop"].shape[2:]
+        for z, (y0, y1, x0, x1) in enumerate(boxes.loc[cd][BOX_COLUMNS].to_numpy()):
+            outside = np.ones((H, W), bool)
+            outside[y0:y1, x0:x1] = False
+            assert not maps["seg_crop"][z][:, outside].any()  # pasted back inside the detector's box only
+            smaller += int(outside.any())
+    assert smaller > 0  # the boxes really crop
+
+
+def test_crop_member_without_its_detector_is_dropped(crop_bundle, synth_root, tmp_path):
+    """A bundle that lost the detector: the crop member (and its aux head) is dropped by name; the public
+    run raises before predicting anything."""
+    from kaggle_kit.deploy.infer import InferenceError, load_bundle_members
+
+    b2 = tmp_path / "bundle"
+    shutil.copytree(crop_bundle["bundle"], b2)
+    man = json.loads((b2 / "bundle.json").read_text())
+    man["members"] = [m for m in man["members"] if m["name"] != "det_nb"]
+    (b2 / "bundle.json").write_text(json.dumps(man))
+    members, dropped = load_bundle_members(b2, man["members"], device="cpu")
+    assert members == []
+    assert "'seg_crop' dropped" in dropped[0] and "detector 'det_nb', which the bundle lacks" in dropped[0]
+    assert "'seg_crop_aux' dropped: its source 'seg_crop'" in dropped[1]
+    with pytest.raises(InferenceError, match="det_nb"):
+        _inprocess(b2, _public_root(synth_root, tmp_path), tmp_path / "sub.csv", debug_case_days=1)
+    assert not (tmp_path / "sub.csv").exists()
+
+
+# ------------------------------------------------------------------------------------------ device
+class _FakeCuda:
+    def __init__(self, cap, arch, available=True):
+        self.cap, self.arch, self.available = cap, arch, available
+
+    def is_available(self):
+        return self.available
+
+    def get_device_capability(self, i=0):
+        return self.cap
+
+    def get_arch_list(self):
+        return list(self.arch)
+
+    def get_device_name(self, i=0):
+        return "Tesla P100-PCIE-16GB" if self.cap == (6, 0) else "Fake GPU"
+
+
+def _fake_torch(cap, arch, available=True, kernel_error=None):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    calls = []
+
+    def ones(n, device=None):
+        calls.append(device)
+        if kernel_error:
+            raise RuntimeError(kernel_error)
+        return np.ones(n)
+
+    t = SimpleNamespace(__version__="2.14.1+fake", version=SimpleNamespace(cuda="12.8"),
+                        cuda=_FakeCuda(cap, arch, available), ones=ones)
+    return t, calls
+
+
+RECENT = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]  # no sm_60, like torch 2.8+
+
+
+def test_pick_device_unsupported_capability_falls_back_to_cpu(capsys):
+    """(e) A P100 (sm_60) that CUDA reports as available, with a torch built without sm_60 kernels: CPU,
+    with a warning that names the capability and says why; no kernel is even tried."""
+    from kaggle_kit.deploy.infer import pick_device
+
+    t, calls = _fake_torch((6, 0), RECENT)
+    dev, info = pick_device(t)
+    out = capsys.readouterr().out
+    assert dev == "cpu" and info["torch_supports_device"] is False and info["capability"] == "6.0"
+    assert calls == []
+    warn = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(warn) == 1 and "sm_60" in warn[0] and "NOT using the GPU" in warn[0] and "CPU" in warn[0]
+    assert "Tesla P100-PCIE-16GB: compute capability 6.0" in out and "NO" in out
+
+
+def test_pick_device_supported_gpu_and_failing_kernel(capsys):
+    from kaggle_kit.deploy.infer import pick_device
+
+    t, calls = _fake_torch((9, 0), RECENT)
+    assert pick_device(t)[0] == "cuda" and calls == ["cuda"]
+    assert "WARNING" not in capsys.readouterr().out
+    t, _ = _fake_torch((7, 5), RECENT, kernel_error="CUDA error: no kernel image is available for execution")
+    dev, info = pick_device(t)
+    assert dev == "cpu" and info["torch_supports_device"] is False
+    assert "no kernel image" in capsys.readouterr().out
+    t, calls = _fake_torch((8, 0), RECENT, available=False)
+    assert pick_device(t)[0] == "cpu" and calls == []
+
+
+@pytest.mark.parametrize("cap, arch, ok", [
+    ((6, 0), RECENT, False),                         # P100 on a recent torch
+    ((6, 0), ["sm_50", "sm_60", "sm_70"], True),     # older torch with sm_60 kernels
+    ((8, 6), ["sm_80"], True),                       # cubins run on a higher minor of the same major
+    ((8, 9), ["sm_90"], False),                      # ... never across majors or downwards
+    ((7, 0), ["sm_75"], False),
+    ((12, 1), ["sm_90", "compute_90"], True),        # PTX JIT-compiles for any newer device
+    ((8, 0), ["sm_90", "compute_90"], False),        # ... never for an older one
+    ((9, 0), ["sm_90a"], True),                      # arch-specific cubins: exactly that device
+    ((10, 0), ["sm_90a"], False),
+    ((10, 3), ["sm_100"], True),                     # three-digit arch names: 10.0
+    ((7, 5), [], False),
+])
+def test_arch_supported(cap, arch, ok):
+    from kaggle_kit.deploy.infer import arch_supported
+
+    assert arch_supported(cap, arch)[0] is ok
