@@ -9,11 +9,22 @@ from kaggle_kit.paths import inference_checkpoint
 from kaggle_kit.utils import progress
 from kaggle_kit.data.raw import CLASSES
 
-__all__ = ["predict_split", "available_folds"]
+__all__ = ["available_folds", "fold_plan", "predict_split"]
 
 
 def available_folds(cache: Cache) -> list[int]:
     return sorted(int(f) for f in cache.folds()["fold"].unique())
+
+
+def fold_plan(cache: Cache, split: str, folds) -> tuple[str, list[tuple[list, list[str]]]]:
+    """Which models predict which case-days: (cache split, [(fold list, case-days)]). ``oof``: each fold's
+    model on its held-out case-days; ``test``: the mean of the ``folds`` models (``"all"``: the model trained
+    on every case) on every test case-day."""
+    if split == "oof":
+        return "train", [([f], fold_case_days(cache, f, "val")) for f in folds]
+    if split == "test":
+        return "test", [(["all"] if folds == "all" else list(folds), cache.case_days("test"))]
+    raise KeyError(f"unknown split {split!r}; options: ['oof', 'test']")
 
 
 def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, work_root, pred_root,
@@ -30,13 +41,7 @@ def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, wo
     cache = Cache(cache_dir)
     store = ProbMapStore(pred_root)
     folds = available_folds(cache) if folds is None else folds
-    cache_split = "train" if split == "oof" else "test"
-    if split == "oof":
-        plan = [([f], fold_case_days(cache, f, "val")) for f in folds]
-    elif split == "test":
-        plan = [(["all"] if folds == "all" else list(folds), cache.case_days("test"))]
-    else:
-        raise KeyError(f"unknown split {split!r}; options: ['oof', 'test']")
+    cache_split, plan = fold_plan(cache, split, folds)
     boxes = boxes_for(cache_split) if boxes_for else None
     n = 0
     for fold_list, case_days in plan:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from kaggle_kit.data.cache import Cache
-from kaggle_kit.data.dataset25d import body_box, fold_case_days, volume_scale
+from kaggle_kit.data.dataset25d import body_box, volume_scale
 from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.utils import atomic_write_json, atomic_write_text, progress
 from kaggle_kit.families.det_yolo.boxes import finalise_boxes
@@ -28,7 +28,7 @@ from kaggle_kit.io.boxes import boxes_frame, boxes_path
 from kaggle_kit.metric.boxes import box_recall
 from kaggle_kit.families.det_yolo.dataset import letterbox, yolo_image
 from kaggle_kit.env import setup_offline
-from kaggle_kit.engine.predict import available_folds
+from kaggle_kit.engine.predict import available_folds, fold_plan
 from kaggle_kit.paths import inference_checkpoint
 
 __all__ = ["DetPredictor", "build_detector", "case_day_boxes", "predict_boxes"]
@@ -129,14 +129,7 @@ def predict_boxes(cfg: dict, exp: str, split: str, folds=None) -> dict:
     p = cfg["predict"]
     family = "det_yolo"
     folds = available_folds(cache) if folds is None else folds
-    if split == "oof":
-        plan = [([f], fold_case_days(cache, f, "val")) for f in folds]
-        cache_split = "train"
-    elif split == "test":
-        plan = [(["all"] if folds == "all" else list(folds), cache.case_days("test"))]
-        cache_split = "test"
-    else:
-        raise KeyError(f"unknown split {split!r}; options: ['oof', 'test']")
+    cache_split, plan = fold_plan(cache, split, folds)
     slices_of = {cd: g.sort_values("z")["slice"].to_numpy() for cd, g in cache.index(cache_split).groupby("case_day")}
     parts, done = [], []
     for fold_list, cds in plan:
