@@ -8,14 +8,13 @@ with ``yaml.safe_load``, never ``eval``.
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kaggle_kit.utils import UserError
+from kaggle_kit.utils import UserError, did_you_mean
 
 __all__ = ["ConfigError", "CONFIG_ROOT", "load_config", "apply_overrides", "validate", "merge", "dump_config",
            "family_schema", "parse_yaml", "read_yaml_file"]
@@ -123,8 +122,7 @@ def family_schema(family, chain: list[Path] = ()) -> Path:
     if cand.is_file():
         return cand
     known = sorted(p.parent.name for p in CONFIG_ROOT.glob("*/default.yaml"))
-    close = difflib.get_close_matches(family, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known families: {known}"
+    hint = did_you_mean(family, known)
     raise ConfigError(f"{chain[-1] if chain else 'config'}: family {family!r} has no default config to check it "
                       f"against; {hint}")
 
@@ -152,8 +150,8 @@ def validate(cfg: dict, schema: dict, where: str = "", sources: dict | None = No
         src = sources.get(key)
         at = f" (set in {src})" if src else ""
         if k not in schema:
-            close = difflib.get_close_matches(str(k), list(schema), n=1)
-            hint = f"; did you mean {where + close[0]!r}?" if close else f"; known keys: {sorted(schema)}"
+            hint = did_you_mean(key, [where + str(s) for s in schema], list_all=False) or f"known keys: {sorted(schema)}"
+            hint = "; " + hint
             against = f" (checked against {schema_path})" if schema_path else ""
             raise ConfigError(f"unknown config key {key!r}{at}{hint}{against}")
         d = schema[k]

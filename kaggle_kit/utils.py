@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import glob
 import hashlib
 import json
@@ -15,7 +16,7 @@ import numpy as np
 
 __all__ = [
     "UserError", "atomic_path", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "remove_stale_temps",
-    "staged_dir", "short_hash", "progress",
+    "staged_dir", "short_hash", "progress", "did_you_mean",
 ]
 
 # Temporary files this process did not create and that are older than its start were left by a killed run.
@@ -131,6 +132,16 @@ def staged_dir(final: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def did_you_mean(name, options, n: int = 1, list_all: bool = True) -> str:
+    """The hint after an unknown name: ``did you mean 'x'?`` (the ``n`` closest options), else, with
+    ``list_all``, ``options: [...]``, else an empty string. One phrasing for every "unknown ..." error."""
+    opts = [str(o) for o in options]
+    close = difflib.get_close_matches(str(name), opts, n=n)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return f"options: {sorted(opts)}" if list_all else ""
 
 
 def short_hash(*parts, n: int = 16) -> str:

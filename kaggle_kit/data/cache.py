@@ -15,7 +15,6 @@ bytes too) and its label rows, so a changed image or label re-caches it on the n
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kaggle_kit.utils import (atomic_save_npy, atomic_write_json, atomic_write_text, progress, remove_stale_temps,
+from kaggle_kit.utils import (atomic_save_npy, did_you_mean, atomic_write_json, atomic_write_text, progress, remove_stale_temps,
                               short_hash)
 from kaggle_kit.data.folds import FAULTY, make_folds
 from kaggle_kit.data.raw import CLASSES, DataError, check_data_root, discover_split, labels_wide, load_labels
@@ -64,8 +63,7 @@ def _check_splits(data_root: Path, splits) -> None:
         if split in KNOWN_SPLITS or (data_root / split).is_dir():
             continue
         options = sorted(set(KNOWN_SPLITS) | {p.name for p in data_root.iterdir() if p.is_dir()})
-        close = difflib.get_close_matches(split, options, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"options: {options}"
+        hint = did_you_mean(split, options)
         raise DataError(f"{data_root}: no split folder {split!r}; {hint}")
 
 

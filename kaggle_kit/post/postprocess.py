@@ -11,13 +11,13 @@ that list; every number comes from :class:`PostParams` (built from the ensemble 
 """
 from __future__ import annotations
 
-import difflib
 
 import numpy as np
 
 from kaggle_kit.metric.presence import smooth_z
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.steps import PARAMS, STEPS, Context, by_name
+from kaggle_kit.utils import did_you_mean
 
 __all__ = ["PostParams", "fuse_classifier", "postprocess", "smooth_z"]
 
@@ -32,9 +32,7 @@ class PostParams:
     def __init__(self, threshold, **values):
         unknown = sorted(set(values) - {p.name for p in PARAMS})
         if unknown:
-            hint = difflib.get_close_matches(unknown[0], [p.name for p in PARAMS], n=1)
-            raise TypeError(f"PostParams: unknown number {unknown[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint
-                                                                           else ""))
+            raise TypeError(f"PostParams: unknown number {unknown[0]!r}; {did_you_mean(unknown[0], [p.name for p in PARAMS])}")
         values["threshold"] = threshold
         n = len(tuple(threshold))
         v = {}

@@ -27,7 +27,6 @@ globals are scalars; probabilities are on the [0, 1] scale here and scaled to 0.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kaggle_kit.post import kernels as K
+from kaggle_kit.utils import did_you_mean
 
 __all__ = [
     "CLASSIFIER",
@@ -353,9 +353,8 @@ def unknown_keys(obj: Mapping, allowed, where: str, err=ValueError) -> None:
     """Fail on a key not in ``allowed``, suggesting the closest one."""
     for k in obj:
         if k not in allowed:
-            hint = difflib.get_close_matches(str(k), sorted(allowed), n=1)
-            raise err(f"{where}: unknown key {k!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                      + f"; allowed: {sorted(allowed)}")
+            hint = did_you_mean(k, allowed, list_all=False)
+            raise err(f"{where}: unknown key {k!r}" + (f" ({hint})" if hint else "") + f"; allowed: {sorted(allowed)}")
 
 
 def _sections(obj: Mapping, where: str, err) -> dict:
