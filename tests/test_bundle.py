@@ -315,8 +315,10 @@ def test_real_bundle_for_kaggle_installs_on_312(mmseg_member, tmp_path):
 def test_real_bundle_wheels_import_on_python312(mmseg_member, tmp_path):
     """Where a CPython 3.12 is on this machine (pyenv): the bundle's wheels install into a fresh 3.12 venv with
     --no-index --no-deps (as the notebook does) and the torch-free modules import."""
-    py312 = shutil.which("python3.12") or str(Path.home() / ".pyenv/versions/3.12.1/bin/python3.12")
-    if subprocess.run([py312, "-V"], capture_output=True).returncode != 0:
+    cands = [*sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")), shutil.which("python3.12")]
+    py312 = next((str(c) for c in cands if c and subprocess.run([str(c), "-V"], capture_output=True).returncode == 0),
+                  None)
+    if py312 is None:
         pytest.skip("no CPython 3.12 here")
     b = tmp_path / "bundle"
     run_tool("bundle.py", "--out", b, "--ensemble", mmseg_member["ensemble"], "--work-root",
