@@ -1,7 +1,8 @@
 """The offline bundle a user uploads as a Kaggle dataset.
 
     <out>/bundle.json      members (name, family, kind, checkpoints, tta, source), dependencies, target,
-                           sha256 of every file
+                           sha256 of every file; a member trained with ``data.crop: boxes`` brings its
+                           detector as a member of kind ``boxes`` (not in the ensemble; ``box_params``)
     <out>/ensemble.yaml    the tuned ensemble (members renamed to bundle names are not needed: same exps)
     <out>/checkpoints/<exp>/fold<K>.pth   self-describing inference checkpoints (weights_only loadable)
     <out>/wheels/          kaggle_kit + every runtime dependency beyond torch/torchvision, for the target image
@@ -31,6 +32,7 @@ import yaml
 from kaggle_kit.config import parse_yaml
 from kaggle_kit.deploy.wheels import collect_wheels, target as get_target
 from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+from kaggle_kit.io.boxes import read_boxes_manifest
 from kaggle_kit.io.probmaps import ProbMapStore
 from kaggle_kit.paths import inference_checkpoint
 from kaggle_kit.registry import resolve
@@ -82,6 +84,29 @@ def _sha256(p: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _detector_entry(exp: str, out: Path, work_root, preds_root, which, requirements: list) -> dict:
+    """Bundle entry (kind ``boxes``, not an ensemble member) of the detector experiment whose boxes crop members
+    read (``data.boxes_exp`` in their checkpoint meta): the fold models and box post-processing of its test
+    boxes (its OOF ones when it predicted no test split), i.e. what ``tools/predict.py`` gave those members."""
+    try:
+        man = read_boxes_manifest(preds_root, exp, "test")
+    except FileNotFoundError:
+        man = read_boxes_manifest(preds_root, exp, "oof")
+    fam, params = man["family"], man["params"]
+    entry = {"name": exp, "exp": exp, "kind": "boxes", "family": fam, "tta": "none", "predictor": {},
+             "box_params": params, "checkpoints": []}
+    for k in (["all"] if man.get("trained_on_all") else man["folds"]):
+        src = inference_checkpoint(work_root, fam, exp, k, which or params.get("checkpoint") or "best")
+        _, meta = load_inference_checkpoint(src)
+        entry["runtime_deps"] = list(member_runtime_deps(fam, meta.get("model_cfg")))
+        requirements += [d for d in entry["runtime_deps"] if d not in requirements]
+        dst = out / "checkpoints" / exp / f"fold{k}.pth"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+        entry["checkpoints"].append(str(dst.relative_to(out)))
+    return entry
 
 
 class BundleOutError(UserError, ValueError):
@@ -143,6 +168,7 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "ka
     store = ProbMapStore(preds_root)
     metadata = dataset_metadata(dataset_id, title, license_name)  # a bad id fails before any work
     members, requirements = [], ["kaggle_kit"]
+    detectors: set[str] = set()  # detector experiments whose boxes crop members read
     for m in ens["members"]:
         exp = m["exp"]
         man = store.manifest(exp, "oof")
@@ -157,6 +183,8 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "ka
         for k in man["folds"]:
             src = inference_checkpoint(work_root, fam, exp, k, which or man.get("checkpoint") or "best")
             _, meta = load_inference_checkpoint(src)  # fails here, not on Kaggle, if it is not loadable
+            if (meta.get("data") or {}).get("crop") == "boxes":  # the notebook runs its detector first
+                detectors.add(meta["data"]["boxes_exp"])
             entry["runtime_deps"] = list(member_runtime_deps(fam, meta.get("model")))
             requirements += [d for d in entry["runtime_deps"] if d not in requirements]
             dst = out / "checkpoints" / exp / f"fold{k}.pth"
@@ -164,6 +192,8 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "ka
             shutil.copy2(src, dst)
             entry["checkpoints"].append(str(dst.relative_to(out)))
         members.append(entry)
+    for exp in sorted(detectors - {m["name"] for m in members}):
+        members.append(_detector_entry(exp, out, work_root, preds_root, which, requirements))
     atomic_write_text(out / "ensemble.yaml", yaml.safe_dump(ens, sort_keys=False))
     shutil.copy2(ROOT / "submission" / "kaggle_kit_inference.ipynb", out / "kaggle_kit_inference.ipynb")
     atomic_write_json(out / "dataset-metadata.json", metadata)

@@ -396,6 +396,11 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
     if device is None:
         device, _ = pick_device()
     members, dropped = load_bundle_members(bundle, manifest["members"], device)
+    listed = {m["name"] for m in manifest["members"]}
+    for m in cfg.members:
+        if m.name not in listed:
+            dropped.append(f"member {m.name!r} dropped: in the ensemble but not in bundle.json")
+            _say(dropped[-1], warn=True)
     if strict and dropped:
         raise InferenceError(f"public run: {len(dropped)} member(s) could not be used, the hidden run would "
                              f"silently lose them: " + "; ".join(dropped))
