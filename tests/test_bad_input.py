@@ -382,6 +382,15 @@ def test_empty_train_csv_named(tmp_path):
         load_labels(p)
 
 
+def test_zero_byte_sample_submission_is_no_rows(small):
+    root, _ = small
+    want = expected_rows(root, "test")
+    (root / "sample_submission.csv").write_bytes(b"")
+    (root / "test.csv").unlink(missing_ok=True)
+    got = expected_rows(root, "test")  # from the test images, as for a header-only file
+    assert got[["id", "class"]].equals(want[["id", "class"]]) and len(got) > 0
+
+
 def test_validator_names_first_bad_row_and_source(synth_root, tmp_path):
     rows = expected_rows(synth_root, "test")
     good = rows.assign(predicted="")

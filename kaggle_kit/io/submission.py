@@ -53,7 +53,13 @@ def expected_rows(data_root, split: str = "test", slices: pd.DataFrame | None = 
         p = root / name
         if not p.is_file():
             continue
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:  # 0 bytes: no rows, like a header-only file
+            continue
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise SubmissionError(f"{p}: not a readable CSV ({' '.join(str(e).split())[:200]}); expected "
+                                  "id,class,... with a header") from None
         missing = {"id", "class"} - set(df.columns)
         if missing:
             raise SubmissionError(f"{p}: missing column(s) {sorted(missing)}")
