@@ -150,3 +150,24 @@ def test_fetch_weights_tool_list_and_verify(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "tools/fetch_weights.py"), "--verify", str(tmp_path / "w")],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 1 and "listed in manifest.json but missing" in p.stdout
+
+
+def test_smp_encoder_weights_round_trip(tmp_path, monkeypatch):
+    """An smp-own encoder (the public baseline's kind): smp/<name>.safetensors loads into model.encoder."""
+    import segmentation_models_pytorch as smp
+
+    def fetch(spec):
+        assert spec == WeightSpec("smp", "resnet18")
+        torch.manual_seed(1)
+        sd = smp.encoders.get_encoder("resnet18", in_channels=3, depth=5, weights=None).state_dict()
+        fetch.sd = {k: (v + torch.randn_like(v)) if v.is_floating_point() else v for k, v in sd.items()}
+        return fetch.sd, {"source": "test: locally made", "license": "unknown"}
+
+    save_weights([WeightSpec("smp", "resnet18")], tmp_path / "w", fetch=fetch)
+    monkeypatch.setenv("KAGGLE_KIT_WEIGHTS", str(tmp_path / "w"))
+    from kaggle_kit.families.seg25d.train import build_net
+
+    cfg = load_config(ROOT / "configs/seg25d/tiny_cpu.yaml", [
+        "model.encoder_name=resnet18", "model.weights_path=${KAGGLE_KIT_WEIGHTS:-weights}/smp/resnet18.safetensors"])
+    eq, n = _matched(build_net(cfg["model"], 3).state_dict(), fetch.sd, ["encoder."])
+    assert n == len(fetch.sd) and eq == n, (eq, n)
