@@ -124,3 +124,37 @@ def test_crop_config_trains_on_truth_boxes_and_predicts_with_detector_boxes(synt
         assert maps.shape == (D, 3, H, W)
         assert not maps[:, :, 2 * H // 3:, :].any() and not maps[:, :, :, 3 * W // 4:].any()
         assert maps[:, :, : 2 * H // 3, : 3 * W // 4].any()
+
+
+def test_union_boxes_per_case_day_by_hand():
+    import pandas as pd
+
+    from kaggle_kit.data.dataset25d import union_boxes_per_case_day
+
+    t = pd.DataFrame({"case_day": ["case1_day1"] * 3 + ["case2_day1"] * 2, "z": [0, 1, 2, 0, 1],
+                      "y0": [5, 3, 9, 0, 2], "y1": [10, 8, 12, 4, 6], "x0": [7, 6, 8, 1, 0], "x1": [9, 20, 11, 3, 5],
+                      "score": [0.1, 0.2, 0.3, 0.4, 0.5]}).set_index(["case_day", "z"])
+    u = union_boxes_per_case_day(t)
+    assert u.loc["case1_day1"][["y0", "y1", "x0", "x1"]].drop_duplicates().values.tolist() == [[3, 12, 6, 20]]
+    assert u.loc["case2_day1"][["y0", "y1", "x0", "x1"]].drop_duplicates().values.tolist() == [[0, 6, 0, 5]]
+    assert u["score"].tolist() == t["score"].tolist() and t.loc[("case1_day1", 0), "y0"] == 5  # input untouched
+
+
+def test_box_scope_case_day_crops_every_slice_alike(synth_cache):
+    """box_scope case_day: one crop (the union of the case-day's boxes) for every slice; slice: each its own."""
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.data.dataset25d import SliceDataset25D, StackSpec
+    from kaggle_kit.io.boxes import truth_boxes
+
+    cache = Cache(synth_cache)
+    cd = cache.case_days("train")[0]
+    tb = truth_boxes(cache, "train", case_days=[cd])
+    want = (int(tb.y0.min()), int(tb.y1.max()), int(tb.x0.min()), int(tb.x1.max()))
+    img = cache.image("train", cd)
+    kw = dict(stack=StackSpec(3, 1), size=(32, 64), crop="boxes", boxes=tb, with_labels=False)
+    per_case = SliceDataset25D(cache, [cd], box_scope="case_day", **kw)
+    per_slice = SliceDataset25D(cache, [cd], **kw)
+    assert {per_case.geometry(cd, z, img).crop for z in range(len(tb))} == {want}
+    assert len({per_slice.geometry(cd, z, img).crop for z in range(len(tb))}) > 1
+    with pytest.raises(KeyError, match="box_scope"):
+        SliceDataset25D(cache, [cd], box_scope="volume", **kw)

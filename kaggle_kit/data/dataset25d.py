@@ -20,7 +20,8 @@ from kaggle_kit.data.folds import FAULTY, select_subset
 from kaggle_kit.data.geometry import SliceGeometry
 from kaggle_kit.data.raw import CLASSES
 
-__all__ = ["StackSpec", "stack_indices", "normalise", "body_box", "SliceDataset25D", "fold_case_days"]
+__all__ = ["StackSpec", "stack_indices", "normalise", "body_box", "SliceDataset25D", "fold_case_days", "BOX_SCOPES",
+           "union_boxes_per_case_day"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class SliceDataset25D:
     crop: str | None = None  # None | "body" | "boxes"
     boxes: pd.DataFrame | None = None  # per (case_day, z): y0,y1,x0,x1 (from the detector family)
     box_jitter: float = 0.0
+    box_scope: str = "slice"  # slice | case_day (each case-day's rows replaced by their union box)
     augment: object = None
     ambiguous_margin: int = 0
     with_labels: bool = True
@@ -141,6 +143,10 @@ class SliceDataset25D:
         self._rng = np.random.default_rng(self.seed)
         if self.crop == "boxes" and self.boxes is None:
             raise ValueError("crop='boxes' needs a boxes table (from the detector family)")
+        if self.box_scope not in BOX_SCOPES:
+            raise KeyError(f"unknown box_scope {self.box_scope!r}; options: {list(BOX_SCOPES)}")
+        if self.crop == "boxes" and self.box_scope == "case_day":
+            self.boxes = union_boxes_per_case_day(self.boxes)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -207,6 +213,20 @@ class SliceDataset25D:
             "case_day": cd,
             "z": z,
         }
+
+
+BOX_SCOPES = ("slice", "case_day")
+
+
+def union_boxes_per_case_day(boxes: pd.DataFrame) -> pd.DataFrame:
+    """A box table (index (case_day, z), int y0, y1, x0, x1) with every row replaced by its case-day's union box
+    (min y0, max y1, min x0, max x1 over the case-day's rows); other columns kept."""
+    cols = ["y0", "y1", "x0", "x1"]
+    g = boxes[cols].groupby(level=0, sort=False)
+    union = pd.concat([g["y0"].min(), g["y1"].max(), g["x0"].min(), g["x1"].max()], axis=1)
+    out = boxes.copy()
+    out[cols] = union.loc[out.index.get_level_values(0), cols].to_numpy()
+    return out
 
 
 def _jitter(box, hw, frac, rng):

@@ -16,7 +16,7 @@ def dataset_kwargs(data_cfg: dict) -> dict:
         stack=StackSpec(k=data_cfg["k"], stride=data_cfg["stride"], mode=data_cfg["stack_mode"],
                         ends=data_cfg["ends"]),
         size=tuple(data_cfg["size"]), geometry_mode=data_cfg["geometry"], norm=data_cfg["norm"],
-        crop=data_cfg["crop"],
+        crop=data_cfg["crop"], box_scope=data_cfg.get("box_scope", "slice"),  # older checkpoints: no box_scope
     )
 
 
