@@ -233,7 +233,10 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
     best = max(fm, key=fm.get) if fm else None
     md = ["# OOF tuning report", ""]
     md.append(f"Search space: `{search_path or 'n/a'}`; tuned ensemble: `{tuned_yaml or 'n/a'}`; "
-              f"metric `{s['metric']}`; "
+              f"metric `{s['metric']}`"
+              + (f" (the per-class surrogate searched for `{s['target_metric']}`: the scores below are the "
+                 f"surrogate's, the exact `{s['target_metric']}` ones are in the both-metrics section)"
+                 if s.get("target_metric") else "") + "; "
               f"{s['n_case_days']} case-days in {s['n_folds']} folds.")
     md += ["", "## Scores", "", "| | all case-days | held-out folds (mean ± std) |", "|---|---|---|"]
     ho = f"{_f(s['held_out_mean'])} ± {_f(s['held_out_std'])}" if s["held_out_mean"] is not None else "n/a"
