@@ -374,3 +374,42 @@ def test_arch_supported(cap, arch, ok):
     from kaggle_kit.deploy.infer import arch_supported
 
     assert arch_supported(cap, arch)[0] is ok
+
+
+# ------------------------------------------------------------------------------------------ install
+def _wheel(path, name, requires=()):
+    """A minimal pure-python wheel (a package with an empty __init__) at ``path``."""
+    import zipfile
+
+    dist = f"{name}-1.0.dist-info"
+    files = {f"{name}/__init__.py": "",
+             f"{dist}/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: 1.0\n".format(name)
+             + "".join(f"Requires-Dist: {r}\n" for r in requires),
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{k},,\n" for k in files) + f"{dist}/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+
+
+def test_install_cell_names_failing_wheels_and_raises_in_public_run(tmp_path):
+    """The install cell in a Python without kaggle_kit: a corrupt wheel is named, so is a requirement no
+    wheel of the bundle provides (with the wheel that needs it), the import check fails, and the public run
+    raises."""
+    wheels = tmp_path / "bundle" / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / "zz_bad-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    _wheel(wheels / "tinydep-1.0-py3-none-any.whl", "tinydep", ["not-bundled-dep>=1"])
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    cells = [c for c in json.loads(NB.read_text())["cells"] if c["cell_type"] == "code"]
+    script = tmp_path / "cells.py"
+    script.write_text("".join(cells[0]["source"]) + "\n" + "".join(cells[1]["source"]) + "\n")
+    env = dict(os.environ, KK_BUNDLE=str(tmp_path / "bundle"), KK_DATA=str(tmp_path / "no_data"))
+    p = subprocess.run([str(venv / "bin" / "python"), str(script)], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0 and "PUBLIC run" in text, text[-3000:]
+    assert "FAILED wheel zz_bad-1.0-py3-none-any.whl" in text
+    assert "not-bundled-dep>=1 (needed by tinydep)" in text
+    assert "RuntimeError: install failed" in text and "No module named 'kaggle_kit'" in text
