@@ -350,7 +350,9 @@ def print_report(r: Run, total: float, scores: dict, tune: dict, sub: dict) -> N
     if ts:
         print(f"{'plain average @0.5':<32}{ts.get('plain_average_05', float('nan')):>10.4f}")
         # the overfitting guard, like for like: mean over held-out folds of each choice
-        print(f"\n{'mean over held-out folds':<32}{'score':>10}")
+        print(f"\n{'mean over held-out folds':<32}{'score':>10}  (search metric {ts.get('metric')}"
+              + (f", the surrogate for {ts['target_metric']}: exact numbers by metric below)"
+                 if ts.get("target_metric") else ")"))
         print(f"{'tuned (nested: tuned without it)':<32}{_fmt(ts.get('held_out_mean')):>10}")
         print(f"{'plain average @0.5':<32}{_fmt(ts.get('plain_average_05_folds_mean')):>10}")
         for e, v in (ts.get("single_members_folds_mean") or {}).items():
