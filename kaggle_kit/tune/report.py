@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.post.steps import PARAMS
 from kaggle_kit.tune.both_metrics import markdown as both_metrics_markdown
 from kaggle_kit.utils import atomic_write_json, atomic_write_text
@@ -219,19 +220,13 @@ def _class_table(ens: dict, classes) -> list[str]:
     return out
 
 
-def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = "", extra: dict | None = None) -> Path:
-    """Write ``report.md``, the PNGs and ``tuning.json`` under ``out_dir``; returns the markdown path."""
-    from kaggle_kit.data.raw import CLASSES
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    s, ens, t = res["summary"], res["ensemble"], res["timing"]
-    pixel = [m for m in s["single_members"]]
-    plots = {"thresholds": _plot_thresholds(res, out), "weights": _plot_weights(res, out, pixel),
-             "sweeps": _plot_other_sweeps(res, out), "folds": _plot_folds(res, out), "steps": _plot_steps(res, out)}
+def _scores_section(res: dict, tuned_yaml: str, search_path: str) -> list[str]:
+    """Header, the scores table (tuned, plain average, single members), both metrics, the skew check."""
+    md: list[str] = []
+    s = res["summary"]
     fm = s.get("single_members_folds_mean") or {}
     best = max(fm, key=fm.get) if fm else None
-    md = ["# OOF tuning report", ""]
+    md += ["# OOF tuning report", ""]
     md.append(f"Search space: `{search_path or 'n/a'}`; tuned ensemble: `{tuned_yaml or 'n/a'}`; "
               f"metric `{s['metric']}`"
               + (f" (the per-class surrogate searched for `{s['target_metric']}`: the scores below are the "
@@ -262,11 +257,24 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
     md += ["", "Per class (in-sample): " + "; ".join(
         f"{c} dice {_f(v['dice'])}, hd {_f(v['hausdorff'])}, score {_f(v['score'])}"
         for c, v in s["per_class"].items())]
+    return md
+
+
+def _tuned_section(res: dict) -> list[str]:
+    """The tuned numbers per class and the global ones."""
+    md: list[str] = []
+    s, ens = res["summary"], res["ensemble"]
     md += ["", "## Tuned numbers", "", (f"Members kept: {', '.join(s['members_kept'])}; dropped (weight 0 for every "
            f"class, or a classifier no step uses): {', '.join(s['members_dropped']) or 'none'}."), ""]
     md += _class_table(ens, CLASSES)
     md += ["", "Global: " + ", ".join(f"{p.label} {'off' if _yaml_value(ens, p) is None else _yaml_value(ens, p)}"
                                       for p in PARAMS if not p.per_class) + "."]
+    return md
+
+
+def _steps_section(res: dict, plots: dict) -> list[str]:
+    """The cumulative gain of each step group."""
+    md: list[str] = []
     st = res["steps"]
     held = "held_out_mean" in st[0]
     md += ["", "## Gain of each step", "",
@@ -282,6 +290,12 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
         md.append(line)
     if plots["steps"]:
         md += ["", "![steps](steps.png)"]
+    return md
+
+
+def _folds_section(res: dict, plots: dict) -> list[str]:
+    """The nested evaluation: one row per held-out fold."""
+    md: list[str] = []
     if res["folds"]:
         md += ["", "## Nested evaluation", "",
                ("Each row: tuned on the other folds, scored on this one (the plain average and the single members "
@@ -297,11 +311,24 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
                       f"| {thr_s} |")
         if plots["folds"]:
             md += ["", "![folds](folds.png)"]
+    return md
+
+
+def _sweeps_section(plots: dict) -> list[str]:
+    """The sweep plots around the tuned setting."""
+    md: list[str] = []
     md += ["", "## Sweeps around the tuned setting", ""]
     for name in ("thresholds", "weights", "sweeps"):
         if plots[name]:
             md.append(f"![{name}]({name}.png)")
             md.append("")
+    return md
+
+
+def _search_section(res: dict, extra: dict | None) -> list[str]:
+    """How the search ran and what it cost."""
+    md: list[str] = []
+    t = res["timing"]
     runs = ", ".join(f"{r['name']}: {r['rounds']} round(s)" + ("" if r["converged"] else ", not converged")
                      for r in res["runs"])
     md += ["## Search", "",
@@ -311,6 +338,18 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
            f"{t['steps_and_sweeps_s']:.1f} s" + (f", exact re-run {t['verify_s']:.1f} s" if "verify_s" in t else "")
            + f", total {t['total_s']:.1f} s"
            + (f" (+ loading {extra['load_s']:.1f} s)" if extra and "load_s" in extra else "") + "."]
+    return md
+
+
+def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = "", extra: dict | None = None) -> Path:
+    """Write ``report.md``, the PNGs and ``tuning.json`` under ``out_dir``; returns the markdown path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pixel = list(res["summary"]["single_members"])
+    plots = {"thresholds": _plot_thresholds(res, out), "weights": _plot_weights(res, out, pixel),
+             "sweeps": _plot_other_sweeps(res, out), "folds": _plot_folds(res, out), "steps": _plot_steps(res, out)}
+    md = (_scores_section(res, tuned_yaml, search_path) + _tuned_section(res) + _steps_section(res, plots)
+          + _folds_section(res, plots) + _sweeps_section(plots) + _search_section(res, extra))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md) + "\n")
     atomic_write_json(out / "tuning.json", json.loads(json.dumps({**res, "extra": extra or {}}, default=_jsonable)))
