@@ -385,6 +385,65 @@ def _pick(scores, min_gain: float = 0.0) -> int:
     return next(i for i, s in enumerate(scores) if s >= best - tol)
 
 
+def _step_rows(tuner: Tuner, step_sets: dict, full: _Run, fold_runs: list) -> list[dict]:
+    """The cumulative gain of each step group: in-sample on all case-days (the full fit) and, with
+    ``held_out_steps``, held out per fold (each fold's own fit)."""
+    rows = []
+    for j, (label, s) in enumerate(step_sets[id(full)]):
+        row = {"step": label, "in_sample": tuner.score(s, tuner.all)}
+        if fold_runs and tuner.space.held_out_steps:
+            ho = [tuner.score(step_sets[id(r)][j][1], r.test) for r in fold_runs]
+            row["held_out_mean"], row["held_out_std"] = float(np.mean(ho)), float(np.std(ho))
+        rows.append(row)
+    return rows
+
+
+def _fold_rows(tuner: Tuner, fold_runs: list, start, singles) -> tuple[list[dict], float | None]:
+    """One row per held-out fold (its fit's scores, the plain average's and the single members' on the same
+    fold) and the pooled held-out score (every case-day scored by the fit that did not see its fold)."""
+    space, ev = tuner.space, tuner.ev
+    rows = [{"fold": r.fold, "n_case_days": len(r.test), "in_sample": tuner.score(r.setting, r.train),
+             "held_out": tuner.score(r.setting, r.test), "plain_average_05": tuner.score(start, r.test),
+             "single_members": {e: tuner.score(s, r.test) for e, s in zip(space.pixel, singles)},
+             "rounds": r.rounds_run, "ensemble": setting_to_ensemble(space, r.setting)} for r in fold_runs]
+    if not fold_runs:
+        return rows, None
+    sums = np.zeros((tuner.n_classes, 4))
+    for r in fold_runs:
+        sums += np.array([ev.sums(k, r.test) for k in tuner.keys(r.setting)])
+    return rows, total_score(sums, space.metric)
+
+
+def _summary(tuner: Tuner, full: _Run, ens: dict, start, singles, fold_rows: list, pooled, in_sample_search: float) -> dict:
+    """The scores the report and the JSON line show: tuned (in-sample, held out), plain average, single
+    members, per class, members kept and dropped."""
+    space, ev, metric = tuner.space, tuner.ev, tuner.space.metric
+    per_class = {}
+    for c, k in enumerate(tuner.keys(full.setting)):
+        s = ev.sums(k, tuner.all)
+        d, h = (s[0] / s[1] if s[1] else 1.0), (s[2] / s[3] if s[3] else 0.0)
+        per_class[space.classes[c]] = {"dice": d, "hausdorff": h, "score": metric.combine(d, h)}
+    single_all = {e: tuner.score(s, tuner.all) for e, s in zip(space.pixel, singles)}
+    best_exp = max(single_all, key=single_all.get)
+    ho = [f["held_out"] for f in fold_rows]
+    summary = {
+        "in_sample": in_sample_search, "in_sample_search": in_sample_search,
+        "held_out_mean": float(np.mean(ho)) if ho else None, "held_out_std": float(np.std(ho)) if ho else None,
+        "held_out_pooled": pooled,
+        "best_single_member": {best_exp: single_all[best_exp]}, "single_members": single_all,
+        "plain_average_05": tuner.score(start, tuner.all),
+        "members_kept": [m["exp"] for m in ens["members"]],
+        "members_dropped": [e for e in space.pixel + space.classifier if e not in [m["exp"] for m in ens["members"]]],
+        "metric": metric.name, "n_case_days": len(tuner.data.case_days), "n_folds": len(tuner.fold_ids),
+        "per_class": per_class,
+    }
+    if fold_rows:
+        summary["plain_average_05_folds_mean"] = float(np.mean([f["plain_average_05"] for f in fold_rows]))
+        summary["single_members_folds_mean"] = {e: float(np.mean([f["single_members"][e] for f in fold_rows]))
+                                                for e in space.pixel}
+    return summary
+
+
 def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool = True, log=print) -> dict:
     """Nested coordinate ascent + full fit; returns everything the YAML, the report and the JSON need:
     ``ensemble`` (the tuned YAML mapping), ``summary`` (scores), ``runs``, ``sweeps``, ``steps``, ``timing``.
@@ -411,27 +470,8 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
     t_extra = time.perf_counter() - t0 - t_search
 
     fold_runs = [r for r in runs if r.fold is not None]
-    steps = []
-    for j, (label, s) in enumerate(step_sets[id(full)]):
-        row = {"step": label, "in_sample": tuner.score(s, tuner.all)}
-        if fold_runs and space.held_out_steps:
-            ho = [tuner.score(step_sets[id(r)][j][1], r.test) for r in fold_runs]
-            row["held_out_mean"], row["held_out_std"] = float(np.mean(ho)), float(np.std(ho))
-        steps.append(row)
-
-    fold_rows = []
-    for r in fold_runs:
-        fold_rows.append({
-            "fold": r.fold, "n_case_days": len(r.test), "in_sample": tuner.score(r.setting, r.train),
-            "held_out": tuner.score(r.setting, r.test), "plain_average_05": tuner.score(start, r.test),
-            "single_members": {e: tuner.score(s, r.test) for e, s in zip(space.pixel, singles)},
-            "rounds": r.rounds_run, "ensemble": setting_to_ensemble(space, r.setting)})
-    pooled = None
-    if fold_runs:  # every case-day scored by the fit that did not see its fold
-        sums = np.zeros((tuner.n_classes, 4))
-        for r in fold_runs:
-            sums += np.array([ev.sums(k, r.test) for k in tuner.keys(r.setting)])
-        pooled = total_score(sums, metric)
+    steps = _step_rows(tuner, step_sets, full, fold_runs)
+    fold_rows, pooled = _fold_rows(tuner, fold_runs, start, singles)
 
     both = None
     if verify and data.source:  # exact, both metrics: held out per fold; for mlebench the final choice
@@ -446,29 +486,7 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
             full.setting = dict(cands)[both["chosen"]]
     ens = setting_to_ensemble(space, full.setting)
     in_sample_search = tuner.score(full.setting, tuner.all, exact=True)
-    per_class = {}
-    for c, k in enumerate(tuner.keys(full.setting)):
-        s = ev.sums(k, tuner.all)
-        d, h = (s[0] / s[1] if s[1] else 1.0), (s[2] / s[3] if s[3] else 0.0)
-        per_class[space.classes[c]] = {"dice": d, "hausdorff": h, "score": metric.combine(d, h)}
-    single_all = {e: tuner.score(s, tuner.all) for e, s in zip(space.pixel, singles)}
-    best_exp = max(single_all, key=single_all.get)
-    ho = [f["held_out"] for f in fold_rows]
-    summary = {
-        "in_sample": in_sample_search, "in_sample_search": in_sample_search,
-        "held_out_mean": float(np.mean(ho)) if ho else None, "held_out_std": float(np.std(ho)) if ho else None,
-        "held_out_pooled": pooled,
-        "best_single_member": {best_exp: single_all[best_exp]}, "single_members": single_all,
-        "plain_average_05": tuner.score(start, tuner.all),
-        "members_kept": [m["exp"] for m in ens["members"]],
-        "members_dropped": [e for e in space.pixel + space.classifier if e not in [m["exp"] for m in ens["members"]]],
-        "metric": metric.name, "n_case_days": len(data.case_days), "n_folds": len(tuner.fold_ids),
-        "per_class": per_class,
-    }
-    if fold_rows:
-        summary["plain_average_05_folds_mean"] = float(np.mean([f["plain_average_05"] for f in fold_rows]))
-        summary["single_members_folds_mean"] = {e: float(np.mean([f["single_members"][e] for f in fold_rows]))
-                                                for e in space.pixel}
+    summary = _summary(tuner, full, ens, start, singles, fold_rows, pooled, in_sample_search)
     timing = {"search_s": t_search, "steps_and_sweeps_s": t_extra, "evaluation_s": ev.seconds,
               "passes": ev.n_passes, "class_candidates": len(ev.memo)}
     if both is not None:
