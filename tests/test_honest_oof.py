@@ -27,9 +27,10 @@ def test_configs_never_predict_oof_from_best(path):
     assert load_config(path, ["predict.checkpoint=best"])["predict"]["checkpoint"] == "best"
 
 
-def test_crop_configs_name_a_detector_of_the_cpu_preset():
-    """Every config that crops with detector boxes names a detector experiment the CPU preset produces, and
-    run_all trains that detector before the members that crop."""
+def test_crop_configs_name_a_detector_that_runs_first():
+    """Every config cropping with detector boxes names a detector experiment a shipped detector config makes
+    (run_all names a config's experiment ``exp`` or ``<family>_<stem>``), and every run_all preset trains its
+    detector before any other member."""
     import sys
 
     from kaggle_kit.config import load_config
@@ -37,12 +38,14 @@ def test_crop_configs_name_a_detector_of_the_cpu_preset():
     sys.path.insert(0, str(ROOT / "tools"))
     from run_all import PRESETS
 
-    tiny = [load_config(ROOT / rel) for rel in PRESETS["tiny"]]
-    det_at = {c.get("exp"): i for i, c in enumerate(tiny) if c["family"] == "det_yolo"}
-    crops = [(i, c) for i, c in enumerate(tiny) if c["family"] != "det_yolo" and c["data"].get("crop") == "boxes"]
-    assert crops, "the CPU preset has no member cropping with the detector's boxes"
-    for i, c in crops:
-        assert c["data"]["boxes_exp"] in det_at and det_at[c["data"]["boxes_exp"]] < i
+    cfgs = {p: load_config(p) for p in FAMILY_CONFIGS}
+    det_exps = {c.get("exp") or f"det_yolo_{p.stem}" for p, c in cfgs.items() if c["family"] == "det_yolo"}
+    crops = [c for c in cfgs.values() if c["family"] != "det_yolo" and c["data"].get("crop") == "boxes"]
+    assert crops, "no shipped config crops with detector boxes"
+    assert all(c["data"]["boxes_exp"] in det_exps for c in crops)
+    for preset, rels in PRESETS.items():
+        fams = [load_config(ROOT / r)["family"] for r in rels]
+        assert fams[0] == "det_yolo" and "det_yolo" not in fams[1:], preset
 
 
 def _fake_detector(cache, pred_root, exp="det_fake", margin=0.08):

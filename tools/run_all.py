@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tools"))  # run_notebook's helpers
 
 # Family configs per preset (in training order: the detector first, since crops may depend on it).
 PRESETS = {
-    "tiny": ["configs/det_yolo/tiny_cpu.yaml", "configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu_boxes.yaml",
+    "tiny": ["configs/det_yolo/tiny_cpu.yaml", "configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu.yaml",
              "configs/seg3d/tiny_cpu.yaml"],
     "gpu": ["configs/det_yolo/gpu_yolov8s.yaml", "configs/cls/gpu_effnet_b2.yaml",
             "configs/seg25d/unetpp_convnext_512.yaml", "configs/seg25d/upernet_mmseg_convnext_448.yaml",
