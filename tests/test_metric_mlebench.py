@@ -262,3 +262,24 @@ def test_any_bits_kernel_equals_numpy_twin(shape):
         got = any_bits(vol, mask)
         assert got.dtype == np.uint8 and got.shape == shape
         np.testing.assert_array_equal(got, any_bits_np(vol, mask))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 5), (3, 7, 9), (2, 16, 17), (1, 8, 8)])
+@pytest.mark.parametrize("n_classes", [1, 3, 4])
+def test_counts_and_any_kernel_equals_numpy_twin(shape, n_classes):
+    from kaggle_kit.metric.mlebench import counts_and_any, counts_and_any_np
+
+    rng = np.random.default_rng(sum(shape) + n_classes)
+    for density in (0.0, 0.05, 0.5):
+        pred = (rng.integers(0, 256, shape) * (rng.random(shape) < density)).astype(np.uint8)
+        truth = (rng.integers(0, 256, shape) * (rng.random(shape) < density)).astype(np.uint8)
+        sc, av = counts_and_any(pred, truth, n_classes)
+        counts, p_ref, t_ref, box = counts_and_any_np(pred, truth, n_classes)
+        np.testing.assert_array_equal(sc.counts, counts)
+        np.testing.assert_array_equal(av.p_any, p_ref)
+        np.testing.assert_array_equal(av.t_any, t_ref)
+        if box[1] >= 0:  # the kernel's box holds the union (grown by whole words: maybe a little looser)
+            assert (av.box[[0, 2, 4]] <= box[[0, 2, 4]]).all() and (av.box[[1, 3, 5]] >= box[[1, 3, 5]]).all()
+            assert av.box[0] == box[0] and av.box[1] == box[1]  # words are grown only within one slice
+        else:
+            assert av.box[1] == -1

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from numba import njit
 
 from kaggle_kit.data.raw import DataError
-from kaggle_kit.metric.kernels import INF, directed_from_scan, scan
+from kaggle_kit.metric.kernels import INF, Scan, directed_from_scan, scan
 
 __all__ = [
     "InvalidSubmission",
@@ -64,6 +65,9 @@ __all__ = [
     "hausdorff_reference",
     "any_bits",
     "any_bits_np",
+    "counts_and_any",
+    "counts_and_any_np",
+    "hd_of_any",
     "parse_rle_lenient",
     "unit_cube_weights",
 ]
@@ -166,6 +170,137 @@ def any_bits(vol: np.ndarray, mask: int) -> np.ndarray:
 def any_bits_np(vol: np.ndarray, mask: int) -> np.ndarray:
     """Numpy twin of :func:`any_bits`."""
     return ((np.asarray(vol, np.uint8) & np.uint8(mask)) != 0).astype(np.uint8)
+
+
+_LSB = np.uint64(0x0101010101010101)  # bit 0 of each byte of a little-endian word
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _grow(box, z, f, g, h):
+    """Grow box (z0, z1, r0, r1, c0, c1; inclusive) by the voxels f..g (indices inside slice z) in the
+    view of each slice's buffer as (W, H) rows: r = f // H, c = f % H. A span across rows takes every c."""
+    box[0] = min(box[0], z)
+    box[1] = max(box[1], z)
+    rf, rg = f // h, g // h
+    box[2] = min(box[2], rf)
+    box[3] = max(box[3], rg)
+    if rf == rg:
+        box[4] = min(box[4], f - rf * h)
+        box[5] = max(box[5], g - rg * h)
+    else:
+        box[4] = 0
+        box[5] = h - 1
+
+
+@njit(cache=True, nogil=True)
+def _counts_any(p8, t8, p64, t64, hw, h, mask, hist, p_any, t_any, pa64, ta64, box):
+    """One pass: the (pred byte, truth byte) histogram per slice (the (0, 0) bin left at 0), the 0/1
+    volumes of "any class set" (pa64/ta64: their 8-byte words) and a box holding their union in the
+    (W, H) view (see :func:`_grow`; grown by whole 8-voxel words, so it may be a little loose). A word
+    takes one test where both volumes are background (most of a volume) and one update where each volume
+    repeats one value inside one slice (inside an organ); other words are read voxel by voxel."""
+    wmask = _LSB * np.uint64(mask)
+    lsb = _LSB
+    n = p8.size
+    for k in range(p64.size):
+        pw = p64[k] & wmask
+        tw = t64[k] & wmask
+        if not (pw | tw):
+            continue
+        i = k * 8
+        z = i // hw
+        if z == (i + 7) // hw:
+            _grow(box, z, i - z * hw, i + 7 - z * hw, h)
+            a = p8[i] & mask
+            b = t8[i] & mask
+            if pw == np.uint64(a) * lsb and tw == np.uint64(b) * lsb:
+                hist[z, a, b] += 8
+                pa64[k] = lsb if a else np.uint64(0)
+                ta64[k] = lsb if b else np.uint64(0)
+                continue
+        for j in range(i, i + 8):
+            a = p8[j] & mask
+            b = t8[j] & mask
+            if a or b:
+                zj = j // hw
+                hist[zj, a, b] += 1
+                p_any[j] = 1 if a else 0
+                t_any[j] = 1 if b else 0
+                _grow(box, zj, j - zj * hw, j - zj * hw, h)
+    for j in range(p64.size * 8, n):
+        a = p8[j] & mask
+        b = t8[j] & mask
+        if a or b:
+            zj = j // hw
+            hist[zj, a, b] += 1
+            p_any[j] = 1 if a else 0
+            t_any[j] = 1 if b else 0
+            _grow(box, zj, j - zj * hw, j - zj * hw, h)
+
+
+def _counts(hist: np.ndarray, n_classes: int) -> np.ndarray:
+    """(D, 2**C, 2**C) histogram -> (D, C, 3) int64 counts (|P|, |T|, |P & T|) per slice and class."""
+    bits = (np.arange(1 << n_classes)[:, None] >> np.arange(n_classes)[None, :]) & 1
+    return np.stack([hist.sum(2) @ bits, hist.sum(1) @ bits, np.einsum("dab,ac,bc->dc", hist, bits, bits)], -1)
+
+
+def counts_and_any(pred: np.ndarray, truth: np.ndarray, n_classes: int = 3):
+    """What ``Scorer`` needs for ``mlebench`` from one read of uint8 (D, H, W) bit flags: a :class:`Scan`
+    holding only ``counts`` (int64 (D, C, 3); the Dice rows need no runs or boxes, which are None), and
+    :class:`AnyVolumes`: the uint8 0/1 volumes (D, H, W) of the classes ORed (bits >= n_classes ignored)
+    with the box of their union in the grader's view, for :func:`hd_of_any`."""
+    pred = np.ascontiguousarray(pred, dtype=np.uint8)
+    truth = np.ascontiguousarray(truth, dtype=np.uint8)
+    if pred.shape != truth.shape or pred.ndim != 3:
+        raise ValueError(f"pred {pred.shape} and truth {truth.shape} must be (D, H, W) volumes of one shape")
+    d, h, w = pred.shape
+    p8, t8 = pred.reshape(-1), truth.reshape(-1)
+    n64 = p8.size // 8
+    p64, t64 = p8[: n64 * 8].view(np.uint64), t8[: n64 * 8].view(np.uint64)
+    hist = np.zeros((d, 1 << n_classes, 1 << n_classes), np.int64)
+    p_any, t_any = np.zeros(pred.shape, np.uint8), np.zeros(pred.shape, np.uint8)
+    pa, ta = p_any.reshape(-1), t_any.reshape(-1)
+    box = np.array([d, -1, w, -1, h, -1], np.int64)
+    _counts_any(p8, t8, p64, t64, h * w, h, np.uint8((1 << n_classes) - 1), hist, pa, ta,
+                pa[: n64 * 8].view(np.uint64), ta[: n64 * 8].view(np.uint64), box)
+    return Scan(_counts(hist, n_classes), None, None, None, None, None), AnyVolumes(p_any, t_any, box)
+
+
+def counts_and_any_np(pred: np.ndarray, truth: np.ndarray, n_classes: int = 3):
+    """Numpy twin of :func:`counts_and_any`: (counts, p_any, t_any, box)."""
+    counts = np.zeros((pred.shape[0], n_classes, 3), np.int64)
+    for c in range(n_classes):
+        p, t = (pred >> c) & 1, (truth >> c) & 1
+        counts[:, c] = np.stack([p.sum((1, 2)), t.sum((1, 2)), (p & t).sum((1, 2))], -1)
+    mask = (1 << n_classes) - 1
+    p_any, t_any = any_bits_np(pred, mask), any_bits_np(truth, mask)
+    d, h, w = pred.shape
+    nz = np.argwhere((p_any | t_any).reshape(d, w, h))
+    box = (np.array([nz[:, 0].min(), nz[:, 0].max(), nz[:, 1].min(), nz[:, 1].max(), nz[:, 2].min(),
+                     nz[:, 2].max()]) if len(nz) else np.array([d, -1, w, -1, h, -1])).astype(np.int64)
+    return counts, p_any, t_any, box
+
+
+class AnyVolumes(NamedTuple):
+    """p_any, t_any: uint8 0/1 (D, H, W) of the classes ORed (true geometry); box: int64 (6,) inclusive
+    (z0, z1, r0, r1, c0, c1) of their union in the (D, W, H) view of :func:`case_day_hd` (z1 = -1: empty)."""
+
+    p_any: np.ndarray
+    t_any: np.ndarray
+    box: np.ndarray
+
+
+def hd_of_any(av: AnyVolumes, work: dict | None = None) -> float:
+    """The grader's Hausdorff term of one case-day from :func:`counts_and_any`'s volumes: scored inside
+    the box of their union (distances are translation-invariant; the normaliser is the full shape)."""
+    d, h, w = av.t_any.shape
+    z0, z1, r0, r1, c0, c1 = (int(v) for v in av.box)
+    if z1 < 0:
+        return float("nan")
+    crop = (slice(z0, z1 + 1), slice(r0, r1 + 1), slice(c0, c1 + 1))
+    p = np.ascontiguousarray(av.p_any.reshape(d, w, h)[crop])
+    t = np.ascontiguousarray(av.t_any.reshape(d, w, h)[crop])
+    return _hausdorff(p, t, (d, h, w), work, swap_yx=True)
 
 
 def case_day_hd(pred: np.ndarray, truth: np.ndarray, n_classes: int = 3, work: dict | None = None) -> float:

@@ -49,7 +49,7 @@ import numpy as np
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.kernels import INF, Scan, directed_from_scan, scan, slices_from_scan
-from kaggle_kit.metric.mlebench import case_day_hd
+from kaggle_kit.metric.mlebench import case_day_hd, counts_and_any, hd_of_any
 
 __all__ = [
     "HD_VARIANTS",
@@ -284,7 +284,10 @@ class Scorer:
         if pred.shape != truth.shape:
             raise ValueError(f"{case_day}: pred shape {pred.shape} != truth shape {truth.shape}")
         cfg = self.cfg
-        sc = scan(pred, truth, self.n_classes)
+        if cfg.hd_variant == "mlebench":  # Dice counts and the classes ORed in one pass (no runs needed)
+            sc, any_vols = counts_and_any(pred, truth, self.n_classes)
+        else:
+            sc = scan(pred, truth, self.n_classes)
         counts = sc.counts
         n_p, n_g, n_i = counts[..., 0], counts[..., 1], counts[..., 2]  # (D, C)
         stats = [class_stats(sc, pred, truth, c, cfg, self._work) for c in range(self.n_classes)]
@@ -296,7 +299,7 @@ class Scorer:
         self._hd_n += hd_n
         vol_hd = None
         if cfg.hd_variant == "mlebench":
-            vol_hd = case_day_hd(pred, truth, self.n_classes, self._work)
+            vol_hd = hd_of_any(any_vols, self._work)
             if not math.isnan(vol_hd):
                 self._vol_hd[0] += vol_hd
                 self._vol_hd[1] += 1
