@@ -11,13 +11,8 @@ from scipy.spatial.distance import directed_hausdorff
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.data.rle import rle_encode
-from kaggle_kit.metric.mlebench import (
-    InvalidSubmission,
-    column_major_view,
-    grade_frames,
-    hausdorff_mlebench,
-    parse_rle_lenient,
-)
+from kaggle_kit.metric.mlebench import column_major_view, hausdorff_mlebench
+from kaggle_kit.metric.mlebench_grade import InvalidSubmission, grade_frames, parse_rle_lenient
 from kaggle_kit.metric.scorer import MetricConfig, Scorer, score_volumes
 
 S3 = math.sqrt(3.0)
@@ -250,18 +245,6 @@ def test_csv_grader_equals_in_memory_variant(items):
     if g.n_dice_rows and g.n_hd_terms:
         assert g.score == pytest.approx(r["score"], abs=1e-12)
     assert math.isnan(g.dice) == (g.n_dice_rows == 0)
-
-
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 7, 5), (2, 13, 9), (4, 16, 17)])
-def test_any_bits_kernel_equals_numpy_twin(shape):
-    from kaggle_kit.metric.mlebench import any_bits, any_bits_np
-
-    rng = np.random.default_rng(sum(shape))
-    vol = rng.integers(0, 256, shape).astype(np.uint8)
-    for mask in (1, 7, 0x18, 0xFF):
-        got = any_bits(vol, mask)
-        assert got.dtype == np.uint8 and got.shape == shape
-        np.testing.assert_array_equal(got, any_bits_np(vol, mask))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 5), (3, 7, 9), (2, 16, 17), (1, 8, 8)])

@@ -16,7 +16,7 @@ Which case-days are scored: those of the truth file, or only those present in th
 A truth file in submission form (a ``predicted`` column, no ``segmentation`` and no image sizes: e.g. an
 untouched sample_submission.csv) is refused. :func:`score_files_mlebench` grades as MLE-bench does instead
 (rows paired by position, runs past the image end cut, the grader's invalid RLEs: see
-:mod:`kaggle_kit.metric.mlebench`).
+:mod:`kaggle_kit.metric.mlebench_grade`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import pandas as pd
 
 from kaggle_kit.data.raw import CLASSES, DataError, discover_split, parse_id
 from kaggle_kit.data.rle import rle_parse
-from kaggle_kit.metric.mlebench import GradeResult, grade_frames
+from kaggle_kit.metric.mlebench_grade import GradeResult, grade_frames
 from kaggle_kit.metric.scorer import MetricConfig, Scorer
 
 __all__ = [
@@ -229,7 +229,7 @@ def score_files(truth_csv, pred_csv, data_root, split: str = "train", cfg: Metri
 
 def score_files_mlebench(truth_csv, pred_csv, data_root=None, split: str = "train",
                          only_pred_case_days: bool = False) -> GradeResult:
-    """MLE-bench's grade of ``pred_csv`` against ``truth_csv`` (:func:`kaggle_kit.metric.mlebench.grade_frames`).
+    """MLE-bench's grade of ``pred_csv`` against ``truth_csv`` (:func:`kaggle_kit.metric.mlebench_grade.grade_frames`).
 
     truth_csv: MLE-bench's answers (id, class, predicted, image_height, image_width) or train.csv form
     (id, class, segmentation) with each row's size from the images of ``data_root/split``. Rows are paired
