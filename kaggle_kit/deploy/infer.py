@@ -362,6 +362,79 @@ def _debug_scores(data_root: Path, out_csv: Path, rows: pd.DataFrame) -> tuple[f
     return float(score), float(base)
 
 
+def _rows_to_predict(data_root: Path, debug_case_days: int):
+    """(mode, split, slices, rows): the test split in sample order, or, when test/ or the sample is empty
+    (Kaggle's public run), debug mode on the first ``debug_case_days`` train case-days."""
+    test_slices = discover_split(data_root, "test")
+    sample = data_root / "sample_submission.csv"
+    sample_empty = not sample.is_file() or pd.read_csv(sample).empty
+    if test_slices.empty or sample_empty:
+        slices = discover_split(data_root, "train")
+        keep = list(dict.fromkeys(slices["case_day"]))[:debug_case_days]
+        slices = slices[slices["case_day"].isin(keep)].reset_index(drop=True)
+        return "debug", "train", slices, rows_from_slices(slices)
+    return "test", "test", test_slices, expected_rows(data_root, "test")
+
+
+def _fuse_present(cfg, maps: dict, cd: str, shape, strict: bool, failures: list) -> np.ndarray:
+    """The ensemble over the members that gave maps for this case-day (weights renormalised over them);
+    bits uint8 (D, H, W). A failure raises when ``strict``, else empty masks and a line in ``failures``."""
+    present = {m.name for m in cfg.members if m.name in maps}
+    sub_cfg = dataclasses.replace(cfg, members=tuple(m for m in cfg.members if m.name in present))
+    try:
+        if not sub_cfg.of_kind("pixel"):
+            raise RuntimeError("no pixel member left")
+        bits, _ = fuse_case_day(sub_cfg, {k: v for k, v in maps.items() if k in present}, cd, shape)
+        return bits
+    except Exception as e:  # noqa: BLE001
+        if strict:
+            raise InferenceError(f"public run: the ensemble failed on {cd}: {type(e).__name__}: {e}") from e
+        failures.append(f"{cd}: ensemble failed ({type(e).__name__}: {e}); empty masks written")
+        _say(failures[-1], warn=True)
+        return np.zeros(shape, np.uint8)
+
+
+class _Budget:
+    """The time budget: after each case-day, project the total from the rate since the last shedding and,
+    when over ``hours``, shed work in the declared order (:func:`_shed_plan`) until the projection fits."""
+
+    def __init__(self, cfg, t_start: float, t0: float, hours: float, check_after: int):
+        self.cfg, self.t_start, self.t0, self.hours, self.check_after = cfg, t_start, t0, hours, check_after
+
+    def after(self, done: int, left: int, members, window, bar, seconds: dict, shed: list):
+        """Returns (members, window) after case-day ``done`` (``left`` to go); appends to ``shed``."""
+        n_win = done - window[0]
+        rate = (time.time() - window[1]) / max(n_win, 1)
+        proj_h = (time.time() - self.t_start + rate * left) / 3600
+        budget, total = self.hours, done + left
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"projected {proj_h:.2f} h of {budget:g} h")
+        if done == 1 or done % 10 == 0 or not left:
+            _say(f"{done}/{total} case-days, {time.time() - self.t0:.0f} s elapsed, projected total "
+                 f"{proj_h:.2f} h (budget {budget:g} h, Kaggle limit {KAGGLE_LIMIT_H:g} h)")
+        if not (left and done >= self.check_after and n_win >= 1 and proj_h > budget):
+            return members, window
+        over_s = (proj_h - budget) * 3600
+        steps = _shed_plan(members, self.cfg, window[2], n_win)
+        if not steps and not any("nothing left to shed" in s for s in shed):
+            shed.append(f"after {done} case-days: projected {proj_h:.2f} h > budget {budget:g} h "
+                        f"and nothing left to shed")
+            _say(f"TIME BUDGET: {shed[-1]}", warn=True)
+        saved = 0.0
+        for step, target, per_cd in steps:
+            if saved * left >= over_s:
+                break
+            members = _apply_shed(step, target, members)
+            saved += per_cd
+            what = f"flip TTA off ({target})" if step == "tta" else f"member {target!r} dropped (lowest weight)"
+            shed.append(f"after {done} case-days: projected {proj_h:.2f} h > budget {budget:g} h: {what}")
+            _say(f"TIME BUDGET: {shed[-1]}", warn=True)
+        if saved:
+            _merge(seconds, window[2])
+            window = (done, time.time(), {})
+        return members, window
+
+
 def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=None,
                   time_budget_h: float = 8.0, budget_check_after: int = 2, clock_start: float | None = None,
                   strict: bool | None = None) -> dict:
@@ -378,18 +451,7 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
     bundle, data_root, out_csv = Path(bundle), Path(data_root), Path(out_csv)
     manifest = json.loads((bundle / "bundle.json").read_text())
     cfg = load_ensemble_config(bundle / manifest.get("ensemble", "ensemble.yaml"))
-    test_slices = discover_split(data_root, "test")
-    sample = data_root / "sample_submission.csv"
-    sample_empty = not sample.is_file() or pd.read_csv(sample).empty
-    if test_slices.empty or sample_empty:
-        mode, split = "debug", "train"
-        slices = discover_split(data_root, "train")
-        keep = list(dict.fromkeys(slices["case_day"]))[:debug_case_days]
-        slices = slices[slices["case_day"].isin(keep)].reset_index(drop=True)
-        rows = rows_from_slices(slices)
-    else:
-        mode, split, slices = "test", "test", test_slices
-        rows = expected_rows(data_root, "test")
+    mode, split, slices, rows = _rows_to_predict(data_root, debug_case_days)
     strict = (mode == "debug") if strict is None else strict
     _say(f"mode={mode}: {slices['case_day'].nunique()} case-days, {len(rows)} rows; "
          f"{'strict: any member failure raises' if strict else 'failures are dropped and reported'}")
@@ -412,6 +474,7 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
     shed: list[str] = []
     seconds: dict[str, float] = {}  # inference seconds per member (all its folds), summed over case-days
     window = (0, time.time(), {})  # measurements since the last shedding: (first case-day, start, seconds)
+    budget = _Budget(cfg, t_start, t0, time_budget_h, budget_check_after)
     bar = progress(case_days, desc="inference", unit="case-day")
     for i, cd in enumerate(bar):
         g = slices[slices["case_day"] == cd]
@@ -422,51 +485,12 @@ def run_inference(bundle, data_root, out_csv, debug_case_days: int = 3, device=N
                 raise InferenceError(f"public run: member {name!r} failed on {cd}: {msg}")
             failures.append(f"{cd}: member {name!r} failed ({msg}); renormalised over the rest")
             _say(failures[-1], warn=True)
-        present = {m.name for m in cfg.members if m.name in maps}
-        sub_cfg = dataclasses.replace(cfg, members=tuple(m for m in cfg.members if m.name in present))
-        try:
-            if not sub_cfg.of_kind("pixel"):
-                raise RuntimeError("no pixel member left")
-            bits, _ = fuse_case_day(sub_cfg, {k: v for k, v in maps.items() if k in present}, cd, shape)
-        except Exception as e:  # noqa: BLE001
-            if strict:
-                raise InferenceError(f"public run: the ensemble failed on {cd}: {type(e).__name__}: {e}") from e
-            failures.append(f"{cd}: ensemble failed ({type(e).__name__}: {e}); empty masks written")
-            _say(failures[-1], warn=True)
-            bits = np.zeros(shape, np.uint8)
+        bits = _fuse_present(cfg, maps, cd, shape, strict, failures)
         planes = rle_encode_planes(bits, len(CLASSES))
         for z, id_ in enumerate(g["id"]):
             for c, cls in enumerate(CLASSES):
                 rle[(id_, cls)] = planes[z * len(CLASSES) + c]
-        done, left = i + 1, len(case_days) - i - 1
-        n_win = done - window[0]
-        rate = (time.time() - window[1]) / max(n_win, 1)
-        proj_h = (time.time() - t_start + rate * left) / 3600
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"projected {proj_h:.2f} h of {time_budget_h:g} h")
-        if i == 0 or done % 10 == 0 or not left:
-            _say(f"{done}/{len(case_days)} case-days, {time.time() - t0:.0f} s elapsed, projected total "
-                 f"{proj_h:.2f} h (budget {time_budget_h:g} h, Kaggle limit {KAGGLE_LIMIT_H:g} h)")
-        if left and done >= budget_check_after and n_win >= 1 and proj_h > time_budget_h:
-            over_s = (proj_h - time_budget_h) * 3600
-            steps = _shed_plan(members, cfg, window[2], n_win)
-            if not steps:
-                if not any("nothing left to shed" in s for s in shed):
-                    shed.append(f"after {done} case-days: projected {proj_h:.2f} h > budget {time_budget_h:g} h "
-                                f"and nothing left to shed")
-                    _say(f"TIME BUDGET: {shed[-1]}", warn=True)
-            saved = 0.0
-            for step, target, per_cd in steps:
-                if saved * left >= over_s:
-                    break
-                members = _apply_shed(step, target, members)
-                saved += per_cd
-                what = f"flip TTA off ({target})" if step == "tta" else f"member {target!r} dropped (lowest weight)"
-                shed.append(f"after {done} case-days: projected {proj_h:.2f} h > budget {time_budget_h:g} h: {what}")
-                _say(f"TIME BUDGET: {shed[-1]}", warn=True)
-            if saved:
-                _merge(seconds, window[2])
-                window = (done, time.time(), {})
+        members, window = budget.after(i + 1, len(case_days) - i - 1, members, window, bar, seconds, shed)
     _merge(seconds, window[2])
     predicted = [rle.get((i, c), "") for i, c in zip(rows["id"], rows["class"])]
     write_submission(out_csv, rows, predicted)
