@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = [
     "UserError", "atomic_path", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "remove_stale_temps",
-    "staged_dir", "short_hash", "progress", "did_you_mean",
+    "staged_dir", "short_hash", "progress", "did_you_mean", "sha256_file",
 ]
 
 # Temporary files this process did not create and that are older than its start were left by a killed run.
@@ -142,6 +142,15 @@ def did_you_mean(name, options, n: int = 1, list_all: bool = True) -> str:
     if close:
         return "did you mean " + " or ".join(repr(c) for c in close) + "?"
     return f"options: {sorted(opts)}" if list_all else ""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def short_hash(*parts, n: int = 16) -> str:

@@ -316,3 +316,16 @@ def test_sigmoid_focal_loss_matches_mmseg_python_version():
         theirs = py_sigmoid_focal_loss(pred, one_hot, None, gamma=2.0, alpha=alpha)
         assert torch.allclose(ours, theirs, atol=1e-6)
     assert mmcv_ops.sigmoid_focal_loss(pred, label, reduction="none").shape == (6, 3)
+
+
+def test_mmseg_upernet_builds_whatever_the_default_scope():
+    """A Runner earlier in the process leaves mmengine's default scope at "mmengine", where mmseg's backbones
+    and heads are unknown: the builder must look them up in mmseg's registry all the same."""
+    from mmengine.registry import DefaultScope
+
+    from kaggle_kit.families.seg25d.mmseg_upernet import build_mmseg_upernet
+
+    DefaultScope.get_instance("kk_test_foreign_scope", scope_name="mmengine")
+    assert DefaultScope.get_current_instance().scope_name == "mmengine"
+    model = build_mmseg_upernet("resnet18", in_channels=3, classes=3, channels=32)
+    assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)

@@ -19,7 +19,6 @@ error listing all of them (no fallback), so the notebook can ``pip install --no-
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ from kaggle_kit.io.boxes import read_boxes_manifest
 from kaggle_kit.io.probmaps import ProbMapStore
 from kaggle_kit.paths import inference_checkpoint
 from kaggle_kit.registry import resolve
-from kaggle_kit.utils import UserError, atomic_write_json, atomic_write_text, staged_dir
+from kaggle_kit.utils import UserError, atomic_write_json, atomic_write_text, sha256_file, staged_dir
 
 __all__ = ["build_bundle", "dataset_metadata", "member_runtime_deps"]
 
@@ -78,14 +77,6 @@ def dataset_metadata(dataset_id: str | None = None, title: str | None = None, li
                            "wheels of third-party packages, each under its own licence (see its METADATA)."}
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _detector_entry(exp: str, out: Path, work_root, preds_root, which, requirements: list) -> dict:
     """Bundle entry (kind ``boxes``, not an ensemble member) of the detector experiment whose boxes crop members
     read (``data.boxes_exp`` in their checkpoint meta): the fold models and box post-processing of its test
@@ -97,16 +88,27 @@ def _detector_entry(exp: str, out: Path, work_root, preds_root, which, requireme
     fam, params = man["family"], man["params"]
     entry = {"name": exp, "exp": exp, "kind": "boxes", "family": fam, "tta": "none", "predictor": {},
              "box_params": params, "checkpoints": []}
-    for k in (["all"] if man.get("trained_on_all") else man["folds"]):
-        src = inference_checkpoint(work_root, fam, exp, k, which or params.get("checkpoint") or "best")
+    folds = ["all"] if man.get("trained_on_all") else man["folds"]
+    _copy_checkpoints(entry, folds, which or params.get("checkpoint") or "best", work_root, out, requirements)
+    return entry
+
+
+def _copy_checkpoints(entry: dict, folds, which: str, work_root, out: Path, requirements: list) -> list[dict]:
+    """Copy the fold checkpoints of ``entry`` (its family and exp) into ``out/checkpoints/<exp>/``, test-loading
+    each (weights_only: it fails here, not on Kaggle); fills ``entry["checkpoints"]`` and its runtime deps
+    (added to ``requirements``). Returns the checkpoints' metas."""
+    fam, exp, metas = entry["family"], entry["exp"], []
+    for k in folds:
+        src = inference_checkpoint(work_root, fam, exp, k, which)
         _, meta = load_inference_checkpoint(src)
-        entry["runtime_deps"] = list(member_runtime_deps(fam, meta.get("model_cfg")))
+        metas.append(meta)
+        entry["runtime_deps"] = list(member_runtime_deps(fam, meta.get("model") or meta.get("model_cfg")))
         requirements += [d for d in entry["runtime_deps"] if d not in requirements]
         dst = out / "checkpoints" / exp / f"fold{k}.pth"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
         entry["checkpoints"].append(str(dst.relative_to(out)))
-    return entry
+    return metas
 
 
 class BundleOutError(UserError, ValueError):
@@ -180,17 +182,10 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "ka
             entry["family"] = fam[: -len("_aux")]
             members.append(entry)
             continue
-        for k in man["folds"]:
-            src = inference_checkpoint(work_root, fam, exp, k, which or man.get("checkpoint") or "best")
-            _, meta = load_inference_checkpoint(src)  # fails here, not on Kaggle, if it is not loadable
-            if (meta.get("data") or {}).get("crop") == "boxes":  # the notebook runs its detector first
-                detectors.add(meta["data"]["boxes_exp"])
-            entry["runtime_deps"] = list(member_runtime_deps(fam, meta.get("model")))
-            requirements += [d for d in entry["runtime_deps"] if d not in requirements]
-            dst = out / "checkpoints" / exp / f"fold{k}.pth"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-            entry["checkpoints"].append(str(dst.relative_to(out)))
+        metas = _copy_checkpoints(entry, man["folds"], which or man.get("checkpoint") or "best", work_root, out,
+                                  requirements)
+        # a member cropping with detector boxes: the notebook runs that detector first
+        detectors.update(m["data"]["boxes_exp"] for m in metas if (m.get("data") or {}).get("crop") == "boxes")
         members.append(entry)
     for exp in sorted(detectors - {m["name"] for m in members}):
         members.append(_detector_entry(exp, out, work_root, preds_root, which, requirements))
@@ -206,7 +201,7 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "ka
         if p.returncode != 0:
             raise RuntimeError(f"building the kaggle_kit wheel failed: {p.stderr[-1000:]}")
         deps = collect_wheels(requirements, out / "wheels", tgt)
-    files = {str(p.relative_to(out)): _sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
     manifest = {"format": 2, "ensemble": "ensemble.yaml", "members": members, "requirements": requirements,
                 "dependencies": deps, "target": {"name": tgt.name, "python_version": tgt.python_version,
                                                  "platforms": list(tgt.platforms)},

@@ -26,7 +26,6 @@ downloads at import time or when training.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaggle_kit.utils import atomic_path, atomic_write_json
+from kaggle_kit.utils import atomic_path, atomic_write_json, sha256_file
 
 __all__ = ["ENV", "DEFAULT_ROOT", "TEMPLATE", "WeightSpec", "expand", "resolve_weights_path", "spec_from_path",
            "specs_in_configs", "save_weights", "verify_weights", "FETCHERS"]
@@ -164,14 +163,6 @@ def _fetch_smp(spec: WeightSpec) -> tuple[dict, dict]:
 FETCHERS: dict[str, Callable[[WeightSpec], tuple[dict, dict]]] = {"timm": _fetch_timm, "smp": _fetch_smp}
 
 
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_manifest(root: Path) -> dict:
     p = root / "manifest.json"
     if not p.is_file():
@@ -197,7 +188,7 @@ def save_weights(specs: Iterable[WeightSpec], out: str | Path, *, fetch: Callabl
     for spec in specs:
         dst = out / spec.relpath
         old = man["files"].get(spec.relpath)
-        if not overwrite and old and dst.is_file() and _sha256(dst) == old["sha256"]:
+        if not overwrite and old and dst.is_file() and sha256_file(dst) == old["sha256"]:
             log.info("weights %s: kept (sha256 matches)", dst)
             continue
         sd, info = (fetch or FETCHERS[spec.source])(spec)
@@ -206,7 +197,7 @@ def save_weights(specs: Iterable[WeightSpec], out: str | Path, *, fetch: Callabl
         dst.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dst) as tmp:
             save_file(tensors, str(tmp), metadata={"source": str(info["source"]), "license": str(info["license"])})
-        man["files"][spec.relpath] = {"sha256": _sha256(dst), "bytes": dst.stat().st_size, "tensors": len(tensors),
+        man["files"][spec.relpath] = {"sha256": sha256_file(dst), "bytes": dst.stat().st_size, "tensors": len(tensors),
                                       "source": str(info["source"]), "license": str(info["license"]),
                                       "spec": {"source": spec.source, "name": spec.name}}
         atomic_write_json(out / "manifest.json", man)  # after each file: an interrupted run keeps what it made
@@ -223,6 +214,6 @@ def verify_weights(root: str | Path) -> list[str]:
         p = root / rel
         if not p.is_file():
             problems.append(f"{p}: listed in manifest.json but missing")
-        elif _sha256(p) != entry["sha256"]:
+        elif sha256_file(p) != entry["sha256"]:
             problems.append(f"{p}: sha256 differs from manifest.json (corrupt or replaced)")
     return problems

@@ -40,6 +40,7 @@ from kaggle_kit._compat import mmcv_ops
 mmcv_ops.install()  # before any mmseg import: mmseg imports mmcv.ops at module level
 
 import mmseg.models  # noqa: E402, F401  (registers backbones and heads; after mmcv_ops.install)
+from mmengine.registry import DefaultScope  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
 from kaggle_kit.families.seg25d.model import LoadReport, load_into, read_state_dict, timm_to_features  # noqa: E402
@@ -168,9 +169,11 @@ def build_mmseg_upernet(backbone: str = "resnet50", in_channels: int = 3, classe
                 "channels": channels, "dropout_ratio": dropout, "num_classes": classes, "out_channels": classes,
                 "threshold": 0.5, "norm_cfg": _BN, "align_corners": False,
                 "loss_decode": {"type": "CrossEntropyLoss", "use_sigmoid": True, "avg_non_ignore": True}}
-    bb = MODELS.build(cfg)
-    with warnings.catch_warnings():  # mmseg's heads call its own deprecated build_loss internally
+    # mmseg's registry, whatever scope a Runner of this process set as the default (in "mmengine" scope
+    # the lookup of "ResNetV1c" / "UPerHead" fails)
+    with DefaultScope.overwrite_default_scope("mmseg"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*build_loss.*deprecated", category=UserWarning)
+        bb = MODELS.build(cfg)  # mmseg's heads call its own deprecated build_loss internally
         head = MODELS.build(head_cfg)
     _init_weights(bb, head)
     model = MMSegUPerNet(bb, head, channels_last=nhwc, timm_name=timm_name, in_channels=in_channels,
