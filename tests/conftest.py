@@ -57,3 +57,53 @@ def trained_seg25d(synth_cache, tmp_path_factory):
     p = run_tool("predict.py", cfg, "--split", "oof,test", "--folds", "0", *ov)  # both splits, one process
     assert [json.loads(line)["split"] for line in p.stdout.strip().splitlines()[-2:]] == ["oof", "test"]
     return {"work_root": tmp / "work", "pred_root": tmp / "preds", "exp": "tiny_cpu", "config": cfg, "overrides": ov}
+
+
+def fake_oof_store(root: Path, data_seed: int, noise_seed: int, blobs: int, smooth_noise: bool,
+                   classifier: bool) -> dict:
+    """A tiny synthetic cache (3 folds, train only) and OOF maps of fake members, for the tuner's tests:
+    ``sharp`` (the truth blurred a little, noisy, with ``blobs`` false-positive blobs per class), ``smooth``
+    (blurred more, shifted by a pixel; with ``smooth_noise`` a little noise) and, with ``classifier``, ``cls``
+    (blurred per-slice presence + noise). Returns {data, cache, preds, root}."""
+    import numpy as np
+    from scipy import ndimage
+
+    from kaggle_kit.data.cache import Cache, prepare_cache
+    from kaggle_kit.data.raw import CLASSES
+    from kaggle_kit.data.synthetic import make_synthetic
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    data, cache, preds = root / "data", root / "cache", root / "preds"
+    make_synthetic(data, train_cases=4, test_cases=0, seed=data_seed, size_scale=0.2, max_days=2)
+    prepare_cache(data, cache, splits=("train",), n_folds=3, seed=0)
+    c = Cache(cache)
+    st = ProbMapStore(preds)
+    members = [("sharp", "pixel"), ("smooth", "pixel")] + ([("cls", "classifier")] if classifier else [])
+    for exp, kind in members:
+        st.write_manifest(exp, "oof", family="fake", kind=kind, classes=CLASSES, folds=[0, 1, 2])
+    rng = np.random.default_rng(noise_seed)
+    index = c.index("train")
+    for cd in c.case_days("train"):
+        m = np.asarray(c.mask("train", cd))
+        d, h, w = m.shape
+        slices = index[index.case_day == cd].sort_values("z")["slice"].tolist()
+        sharp, smooth = np.zeros((d, 3, h, w), np.float32), np.zeros((d, 3, h, w), np.float32)
+        cls = np.zeros((d, 3), np.float32)
+        for k in range(3):
+            t = ((m >> k) & 1).astype(np.float32)
+            a = ndimage.gaussian_filter(t, (0.4, 0.8, 0.8)) + rng.normal(0, 0.15, t.shape)
+            for _ in range(blobs):
+                z, y, x = rng.integers(0, d), rng.integers(2, h - 2), rng.integers(2, w - 2)
+                a[z, y - 1:y + 2, x - 1:x + 2] += 0.8
+            b = ndimage.gaussian_filter(np.roll(t, 1, axis=2), (0.8, 1.6, 1.6)) * 1.1
+            if smooth_noise:
+                b = b + rng.normal(0, 0.05, t.shape)
+            sharp[:, k], smooth[:, k] = np.clip(a, 0, 1), np.clip(b, 0, 1)
+            if classifier:
+                pres = t.reshape(d, -1).max(1)
+                cls[:, k] = np.clip(ndimage.uniform_filter1d(pres, 3) * 0.8 + rng.normal(0.1, 0.08, d), 0, 1)
+        st.write("sharp", "oof", cd, sharp, slices)
+        st.write("smooth", "oof", cd, smooth, slices)
+        if classifier:
+            st.write("cls", "oof", cd, cls, slices)
+    return {"data": data, "cache": cache, "preds": preds, "root": root}

@@ -6,7 +6,6 @@ import random
 import numpy as np
 import pytest
 import yaml
-from scipy import ndimage
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.post.ensemble import load_ensemble_config, parse_ensemble_config
@@ -23,7 +22,7 @@ from kaggle_kit.tune.search import (
     verify_setting,
 )
 
-from .conftest import ROOT, run_tool
+from .conftest import ROOT, fake_oof_store, run_tool
 
 SEARCH = {
     "members": [{"exp": "sharp", "kind": "pixel"}, {"exp": "smooth", "kind": "pixel"},
@@ -44,40 +43,8 @@ def store(tmp_path_factory):
     """A tiny synthetic cache (8 case-days, 3 folds) and the OOF maps of three fake members: ``sharp``
     (the truth blurred a little, noisy, with false-positive blobs), ``smooth`` (blurred more, shifted by a
     pixel, no false positives) and ``cls`` (a slice classifier: blurred presence + noise)."""
-    from kaggle_kit.data.cache import Cache, prepare_cache
-    from kaggle_kit.data.synthetic import make_synthetic
-    from kaggle_kit.io.probmaps import ProbMapStore
-
-    root = tmp_path_factory.mktemp("tune")
-    data, cache, preds = root / "data", root / "cache", root / "preds"
-    make_synthetic(data, train_cases=4, test_cases=0, seed=5, size_scale=0.2, max_days=2)
-    prepare_cache(data, cache, splits=("train",), n_folds=3, seed=0)
-    c = Cache(cache)
-    st = ProbMapStore(preds)
-    for exp, kind in (("sharp", "pixel"), ("smooth", "pixel"), ("cls", "classifier")):
-        st.write_manifest(exp, "oof", family="fake", kind=kind, classes=CLASSES, folds=[0, 1, 2])
-    rng = np.random.default_rng(0)
-    index = c.index("train")
-    for cd in c.case_days("train"):
-        m = np.asarray(c.mask("train", cd))
-        d, h, w = m.shape
-        slices = index[index.case_day == cd].sort_values("z")["slice"].tolist()
-        sharp, smooth = np.zeros((d, 3, h, w), np.float32), np.zeros((d, 3, h, w), np.float32)
-        cls = np.zeros((d, 3), np.float32)
-        for k in range(3):
-            t = ((m >> k) & 1).astype(np.float32)
-            a = ndimage.gaussian_filter(t, (0.4, 0.8, 0.8)) + rng.normal(0, 0.15, t.shape)
-            for _ in range(4):
-                z, y, x = rng.integers(0, d), rng.integers(2, h - 2), rng.integers(2, w - 2)
-                a[z, y - 1:y + 2, x - 1:x + 2] += 0.8
-            b = ndimage.gaussian_filter(np.roll(t, 1, axis=2), (0.8, 1.6, 1.6)) * 1.1 + rng.normal(0, 0.05, t.shape)
-            sharp[:, k], smooth[:, k] = np.clip(a, 0, 1), np.clip(b, 0, 1)
-            pres = t.reshape(d, -1).max(1)
-            cls[:, k] = np.clip(ndimage.uniform_filter1d(pres, 3) * 0.8 + rng.normal(0.1, 0.08, d), 0, 1)
-        st.write("sharp", "oof", cd, sharp, slices)
-        st.write("smooth", "oof", cd, smooth, slices)
-        st.write("cls", "oof", cd, cls, slices)
-    return {"data": data, "cache": cache, "preds": preds, "root": root}
+    return fake_oof_store(tmp_path_factory.mktemp("tune"), data_seed=5, noise_seed=0, blobs=4, smooth_noise=True,
+                          classifier=True)
 
 
 # ------------------------------------------------------------------------------------------ space

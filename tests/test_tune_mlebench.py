@@ -2,48 +2,20 @@
 against the ensemble's own path (verify_setting)."""
 import numpy as np
 import pytest
-from scipy import ndimage
 
-from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
 from kaggle_kit.tune.both_metrics import markdown, rerun, search_metric, select_and_hold_out
 from kaggle_kit.tune.evaluate import load_oof, verify_setting
+
+from .conftest import fake_oof_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A tiny synthetic cache (3 folds) and the OOF maps of two fake pixel members (noisy with stray blobs;
     smooth and shifted)."""
-    from kaggle_kit.data.cache import Cache, prepare_cache
-    from kaggle_kit.data.synthetic import make_synthetic
-    from kaggle_kit.io.probmaps import ProbMapStore
-
-    root = tmp_path_factory.mktemp("tune_mle")
-    data, cache, preds = root / "data", root / "cache", root / "preds"
-    make_synthetic(data, train_cases=4, test_cases=0, seed=7, size_scale=0.2, max_days=2)
-    prepare_cache(data, cache, splits=("train",), n_folds=3, seed=0)
-    c = Cache(cache)
-    st = ProbMapStore(preds)
-    for exp in ("sharp", "smooth"):
-        st.write_manifest(exp, "oof", family="fake", kind="pixel", classes=CLASSES, folds=[0, 1, 2])
-    rng = np.random.default_rng(1)
-    index = c.index("train")
-    for cd in c.case_days("train"):
-        m = np.asarray(c.mask("train", cd))
-        d, h, w = m.shape
-        slices = index[index.case_day == cd].sort_values("z")["slice"].tolist()
-        sharp, smooth = np.zeros((d, 3, h, w), np.float32), np.zeros((d, 3, h, w), np.float32)
-        for k in range(3):
-            t = ((m >> k) & 1).astype(np.float32)
-            a = ndimage.gaussian_filter(t, (0.4, 0.8, 0.8)) + rng.normal(0, 0.15, t.shape)
-            for _ in range(3):
-                z, y, x = rng.integers(0, d), rng.integers(2, h - 2), rng.integers(2, w - 2)
-                a[z, y - 1:y + 2, x - 1:x + 2] += 0.8
-            b = ndimage.gaussian_filter(np.roll(t, 1, axis=2), (0.8, 1.6, 1.6)) * 1.1
-            sharp[:, k], smooth[:, k] = np.clip(a, 0, 1), np.clip(b, 0, 1)
-        st.write("sharp", "oof", cd, sharp, slices)
-        st.write("smooth", "oof", cd, smooth, slices)
-    return {"data": data, "cache": cache, "preds": preds}
+    return fake_oof_store(tmp_path_factory.mktemp("tune_mle"), data_seed=7, noise_seed=1, blobs=3,
+                          smooth_noise=False, classifier=False)
 
 
 def _ens(thr, w=(1.0, 1.0), metric="default"):
