@@ -10,6 +10,8 @@ WORK ?=
 # optimises; run_all picks mlebench by itself on an MLE-bench folder)
 OUT ?=
 METRIC ?=
+# optional: SEED=N, the synthetic data's seed (another seed: another data set, its own work folder)
+SEED ?=
 
 .PHONY: install lock demo test test-slow bench lint clean
 
@@ -35,7 +37,7 @@ lock: install
 
 demo: install
 	$(BIN)/python tools/run_all.py $(if $(WORK),--work $(WORK),) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),) \
-		$(if $(OUT),--out $(OUT),) $(if $(METRIC),--metric $(METRIC),)
+		$(if $(OUT),--out $(OUT),) $(if $(METRIC),--metric $(METRIC),) $(if $(SEED),--seed $(SEED),)
 
 test: install
 	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q

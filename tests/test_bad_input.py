@@ -225,6 +225,9 @@ def test_run_all_work_folder_per_data(tmp_path, synth_root):
     demo = run_all.parse_args([])
     other = run_all.parse_args(["--data-root", str(synth_root)])
     assert run_all.default_work(demo) != run_all.default_work(other)  # make demo / make demo DATA=ROOT
+    seeds = {run_all.default_work(run_all.parse_args(["--seed", s])) for s in ("1", "2", "3")}
+    assert len(seeds | {run_all.default_work(demo)}) == 4  # make demo SEED=N: one work folder per data seed
+    assert run_all.default_work(demo) == Path("demo_out")
     work = tmp_path / "w"
     r = run_all.setup(["--work", str(work)])  # synthetic: claims the folder
     assert r.data == work.resolve() / "data"
