@@ -241,3 +241,35 @@ def test_every_number_round_trips_through_the_tuned_yaml():
     for p in PARAMS:
         want = tuple(getattr(cp, p.name) for cp in cps) if p.per_class else glob[p.name]
         assert getattr(params, p.name) == want, p.name
+
+
+def test_member_ablation_tool(store, tmp_path, capsys):
+    """tools/ablate_members.py: 'all' is tools/tune_oof.py's own nested held-out score on every member; each
+    'without X' variant tunes the others only (X never kept) and equals tune_oof.py run on that member list;
+    the marginal contribution is the difference."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import ablate_members
+
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({**SEARCH, "members": "auto"}))
+    out = tmp_path / "ablation.json"
+    rc = ablate_members.main([str(search), "--cache", str(store["cache"]), "--preds", str(store["preds"]),
+                              "--out", str(out)])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and json.loads(out.read_text()) == res
+    assert set(res["variants"]) == {"all", "without sharp", "without smooth", "without cls"}
+    for name, row in res["variants"].items():
+        if name != "all":
+            assert name.removeprefix("without ") not in row["members_kept"]
+    # 'all' and 'without smooth' against the tuning tool itself, run on the same member lists
+    for name, members in (("all", "auto"), ("without smooth", [m for m in SEARCH["members"] if m["exp"] != "smooth"])):
+        search.write_text(yaml.safe_dump({**SEARCH, "members": members}))
+        rc = _tool_main()([str(search), "--cache", str(store["cache"]), "--preds", str(store["preds"]),
+                           "--out", str(tmp_path / "t.yaml"), "--no-verify"])
+        want = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rc == 0 and res["variants"][name]["held_out_mean"] == want["held_out_mean"]
+        assert res["variants"][name]["members_kept"] == want["members_kept"]
+    v = res["variants"]
+    assert res["marginal"]["smooth"] == v["all"]["held_out_mean"] - v["without smooth"]["held_out_mean"]
