@@ -273,3 +273,41 @@ def test_member_ablation_tool(store, tmp_path, capsys):
         assert res["variants"][name]["members_kept"] == want["members_kept"]
     v = res["variants"]
     assert res["marginal"]["smooth"] == v["all"]["held_out_mean"] - v["without smooth"]["held_out_mean"]
+
+
+def test_fallback_to_plain_when_tuning_loses_held_out(store, tmp_path):
+    """The rule by hand, then the tuner both ways on one store: with fallback_plain the written ensemble is the
+    plain average exactly when the nested held-out fold mean of the tuned pipeline is below the plain
+    average's; without it, always the tuned pipeline."""
+    from kaggle_kit.tune.search import tune_oof, tuning_loses_held_out
+
+    rows = [{"held_out": 0.70, "plain_average_05": 0.72}, {"held_out": 0.80, "plain_average_05": 0.77}]
+    assert tuning_loses_held_out(rows[:1]) and not tuning_loses_held_out(rows[1:])
+    assert tuning_loses_held_out([rows[0], {"held_out": 0.75, "plain_average_05": 0.74}])  # means 0.725 < 0.73
+    assert not tuning_loses_held_out([])  # not nested: nothing held out, no fallback
+    space_on = parse_search_space(SEARCH, "t")
+    data = load_oof(store["cache"], store["preds"], space_on.pixel, space_on.classifier, space_on.floor_thr)
+    res_off = tune_oof(parse_search_space({**SEARCH, "search": {"rounds": 2, "fallback_plain": False}}, "t"), data,
+                       verify=False, log=lambda m: None)
+    res_on = tune_oof(space_on, data, verify=False, log=lambda m: None)
+    loses = tuning_loses_held_out(res_on["folds"])
+    assert res_on["summary"]["fallback_plain"] is loses and res_off["summary"]["fallback_plain"] is False
+    assert (res_on["ensemble"] == res_off["ensemble"]) is (not loses)
+    if loses:
+        assert res_on["summary"]["in_sample"] == res_on["summary"]["plain_average_05"]
+    with pytest.raises(SearchError, match="fallback_plain: expected true/false"):
+        parse_search_space({**SEARCH, "search": {"fallback_plain": "yes"}}, "t")
+
+
+def test_fallback_writes_the_plain_average(store, monkeypatch):
+    """Forced fallback: the written ensemble scores exactly the plain average @0.5 and keeps every step off."""
+    import kaggle_kit.tune.search as search_mod
+
+    monkeypatch.setattr(search_mod, "tuning_loses_held_out", lambda rows: True)
+    space = parse_search_space(SEARCH, "t")
+    data = load_oof(store["cache"], store["preds"], space.pixel, space.classifier, space.floor_thr)
+    res = search_mod.tune_oof(space, data, verify=False, log=lambda m: None)
+    s, ens = res["summary"], res["ensemble"]
+    assert s["fallback_plain"] is True and s["in_sample"] == s["plain_average_05"]
+    assert ens["threshold"] == 0.5 and not ens.get("min_area_2d") and not ens.get("min_relative_volume_3d")
+    assert [m["exp"] for m in ens["members"] if m["kind"] == "pixel"] == ["sharp", "smooth"]

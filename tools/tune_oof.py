@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     keys = ("in_sample", "held_out_mean", "held_out_std", "held_out_pooled", "best_single_member",
             "plain_average_05", "plain_average_05_folds_mean", "single_members", "single_members_folds_mean",
             "members_kept", "members_dropped", "skew", "n_case_days", "n_folds", "metric", "held_out_by_metric",
-            "target_metric", "in_sample_target")
+            "target_metric", "in_sample_target", "fallback_plain")
     print(json.dumps({**{k: s[k] for k in keys if k in s}, "tuned_yaml": str(out), "report": str(md),
                       "seconds": round(res["timing"]["total_s"] + load_s, 1)}))
     return 0

@@ -75,6 +75,7 @@ class SearchSpace:
     held_out_steps: bool = False  # step gains held out per fold too (costs one evaluation per step and fold)
     min_gain: float = 1e-5  # a candidate must beat the current value by more than this to replace it
     per_class: bool = True  # False: every per-class number takes one value for all classes (fewer choices)
+    fallback_plain: bool = True  # write the plain average @0.5 when the nested held-out says tuning loses to it
     metric: MetricConfig = field(default_factory=MetricConfig)
     metric_yaml: object = "default"
     # the metric tuned for when ``metric`` is only its per-class surrogate (mlebench: see tune.both_metrics)
@@ -140,7 +141,8 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
 
     w = section("weights", {"step", "refine_step", "max_grid"})
     cw = section("classifier_weights", {"step"})
-    srch = section("search", {"rounds", "nested", "later_rounds", "held_out_steps", "min_gain", "per_class"})
+    srch = section("search", {"rounds", "nested", "later_rounds", "held_out_steps", "min_gain", "per_class",
+                              "fallback_plain"})
     classes = CLASSES
 
     def step(v, where, default):
@@ -159,7 +161,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SearchError(f"{source}.search.rounds: expected an integer >= 1, got {rounds!r}")
     flags = {}
-    for key, default in (("nested", True), ("held_out_steps", False), ("per_class", True)):
+    for key, default in (("nested", True), ("held_out_steps", False), ("per_class", True), ("fallback_plain", True)):
         flags[key] = srch.get(key, default)
         if not isinstance(flags[key], bool):
             raise SearchError(f"{source}.search.{key}: expected true/false, got {flags[key]!r}")
@@ -190,7 +192,7 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
                        cls_weight_step=step(cw.get("step"), f"{source}.classifier_weights.step", 0.25),
                        rounds=rounds, nested=flags["nested"], later_rounds=later,
                        held_out_steps=flags["held_out_steps"], min_gain=float(min_gain),
-                       per_class=flags["per_class"], metric=metric,
+                       per_class=flags["per_class"], fallback_plain=flags["fallback_plain"], metric=metric,
                        metric_yaml=metric_yaml, target=target, classes=classes)
 
 
