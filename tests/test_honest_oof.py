@@ -121,12 +121,20 @@ def test_crop_config_trains_on_truth_boxes_and_predicts_with_detector_boxes(synt
     store = ProbMapStore(tmp_path / "preds")
     cds = store.case_days("seg_crop", "oof")
     assert cds and store.manifest("seg_crop", "oof")["checkpoint"] == "last"
+    # box_pad auto: a number learnt at train time, kept in the checkpoint's meta; the predicted crops are the
+    # detector's boxes grown by it (the fake boxes cut organs off, so the pad is above 0)
+    from kaggle_kit.engine.checkpoint import load_inference_checkpoint
+    from kaggle_kit.io.boxes import expand_box
+
+    pad = load_inference_checkpoint(tmp_path / "work/seg25d/seg_crop/fold0/last.pth")[1]["data"]["box_pad"]
+    assert cfg["data"]["box_pad"] == "auto" and isinstance(pad, float) and 0 < pad <= 0.15
     for cd in cds:
         maps = store.read("seg_crop", "oof", cd)
         D, H, W = cache.image("train", cd).shape
         assert maps.shape == (D, 3, H, W)
-        assert not maps[:, :, 2 * H // 3:, :].any() and not maps[:, :, :, 3 * W // 4:].any()
-        assert maps[:, :, : 2 * H // 3, : 3 * W // 4].any()
+        y0, y1, x0, x1 = expand_box((0, 2 * H // 3, 0, 3 * W // 4), (H, W), pad)
+        assert not maps[:, :, y1:, :].any() and not maps[:, :, :, x1:].any() and (y0, x0) == (0, 0)
+        assert maps[:, :, :y1, :x1].any() and maps[:, :, y1 - 1, :x1].any() and maps[:, :, :y1, x1 - 1].any()
 
 
 def test_union_boxes_per_case_day_by_hand():

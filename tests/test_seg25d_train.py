@@ -85,11 +85,14 @@ def test_kill_and_resume(synth_cache, tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     t0 = time.time()
-    while not (wd / "epoch_1.pth").is_file():
+    # kill only once the checkpoint is complete: mmengine writes epoch_1.pth, then the ``last_checkpoint``
+    # pointer that --resume reads (a kill between the two would resume from scratch and train epoch 1 twice)
+    last = wd / "last_checkpoint"
+    while not (last.is_file() and last.read_text().strip().endswith("epoch_1.pth")):
         assert proc.poll() is None, "training ended before its first checkpoint"
         assert time.time() - t0 < 600
         time.sleep(0.05)
-    time.sleep(0.5)  # let the checkpoint rename settle; epoch 2 is still running
+    time.sleep(0.5)  # let the files settle; epoch 2 is still running
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (wd / "epoch_3.pth").exists()

@@ -21,7 +21,7 @@ from kaggle_kit.data.geometry import SliceGeometry
 from kaggle_kit.data.raw import CLASSES
 
 __all__ = ["StackSpec", "stack_indices", "normalise", "body_box", "SliceDataset25D", "fold_case_days", "BOX_SCOPES",
-           "union_boxes_per_case_day"]
+           "union_boxes_per_case_day", "expand_box"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,14 @@ def normalise(stack: np.ndarray, norm: str, vscale: float | None = None) -> np.n
         m = x.reshape(len(x), -1).max(1)
         return x / np.maximum(m, 1.0)[:, None, None]
     raise KeyError(f"unknown normalisation {norm!r}; options: ['volume', 'slice']")
+
+
+def expand_box(box, hw: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """Grow a box (y0, y1, x0, x1) by ``margin`` x (H, W) on each side (rounded up), clipped to the image."""
+    y0, y1, x0, x1 = box
+    H, W = hw
+    my, mx = int(np.ceil(margin * H)), int(np.ceil(margin * W))
+    return max(0, y0 - my), min(H, y1 + my), max(0, x0 - mx), min(W, x1 + mx)
 
 
 def body_box(img: np.ndarray, margin: float = 0.05, frac: float = 0.1) -> tuple[int, int, int, int]:
@@ -117,6 +125,8 @@ class SliceDataset25D:
     boxes: pd.DataFrame | None = None  # per (case_day, z): y0,y1,x0,x1 (from the detector family)
     box_jitter: float = 0.0
     box_scope: str = "slice"  # slice | case_day (each case-day's rows replaced by their union box)
+    box_pad: float = 0.0  # every box grown by box_pad x (H, W) on each side (before the train jitter)
+    box_full_prob: float = 0.0  # train only: this share of samples sees the whole image instead of its box
     augment: object = None
     ambiguous_margin: int = 0
     with_labels: bool = True
@@ -165,7 +175,11 @@ class SliceDataset25D:
         elif self.crop == "boxes":
             r = self.boxes.loc[(cd, z)]
             box = (int(r["y0"]), int(r["y1"]), int(r["x0"]), int(r["x1"]))
-            if train and self.box_jitter > 0:
+            if self.box_pad > 0:
+                box = expand_box(box, img.shape[1:], self.box_pad)
+            if train and self.box_full_prob > 0 and self._rng.random() < self.box_full_prob:
+                box = None  # the whole image: what the member gets where the detector finds nothing
+            elif train and self.box_jitter > 0:
                 box = _jitter(box, img.shape[1:], self.box_jitter, self._rng)
         elif self.crop is not None:
             raise KeyError(f"unknown crop {self.crop!r}; options: [None, 'body', 'boxes']")

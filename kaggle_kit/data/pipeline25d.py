@@ -17,7 +17,15 @@ def dataset_kwargs(data_cfg: dict) -> dict:
                         ends=data_cfg["ends"]),
         size=tuple(data_cfg["size"]), geometry_mode=data_cfg["geometry"], norm=data_cfg["norm"],
         crop=data_cfg["crop"], box_scope=data_cfg.get("box_scope", "slice"),  # older checkpoints: no box_scope
+        box_pad=_box_pad(data_cfg.get("box_pad", 0.0)),  # older checkpoints: no pad
     )
+
+
+def _box_pad(v) -> float:
+    if isinstance(v, str):
+        raise ValueError(f"data.box_pad is {v!r} (null, a number or 'auto'): 'auto' is resolved from the detector's OOF boxes at train time "
+                         f"(kaggle_kit.io.boxes.resolve_box_pad); datasets need a number")
+    return float(v or 0.0)
 
 
 def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
@@ -31,7 +39,8 @@ def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
         raise ValueError("data.crop is 'boxes': pass the box table (kaggle_kit.io.boxes.train_boxes_for)")
     train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],
                                augment=build_augment(d["augment"], d["hflip"]), ambiguous_margin=d["ambiguous_margin"],
-                               boxes=boxes, box_jitter=d["box_jitter"], **kw)
+                               boxes=boxes, box_jitter=d["box_jitter"],
+                               box_full_prob=float(d.get("box_full_prob", 0.0)), **kw)
     val_cds = fold_case_days(cache, fold, "val")
     val_boxes = boxes if val_boxes is None else val_boxes
     val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=val_boxes, **kw) if val_cds else None

@@ -14,7 +14,7 @@ import numpy as np
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.families.cls.model import build_net
 from kaggle_kit.data.pipeline25d import make_datasets
-from kaggle_kit.io.boxes import train_boxes_for
+from kaggle_kit.io.boxes import resolve_box_pad, train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.metric.presence import slice_presence
@@ -59,6 +59,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     """Train one fold; returns the work dir (best.pth / last.pth inference checkpoints, report/)."""
     cache = Cache(cfg["cache"])
     # crops: ground-truth boxes made like the detector's (jittered) to train, its OOF boxes to validate and predict
+    cfg = resolve_box_pad(cfg, cache, fold)  # data.box_pad auto -> a number (kept in the meta)
     train_boxes, val_boxes = train_boxes_for(cfg, cache)  # (None, None) unless data.crop == "boxes"
     train_ds, val_ds = make_datasets(cfg, cache, fold, boxes=train_boxes, val_boxes=val_boxes)
     train_ds, val_ds = MaskPresence(train_ds), (MaskPresence(val_ds) if val_ds is not None else None)
