@@ -444,13 +444,20 @@ def _summary(tuner: Tuner, full: _Run, ens: dict, start, singles, fold_rows: lis
     return summary
 
 
+def _held_out_means(fold_rows: list) -> tuple[float, float]:
+    """(tuned, plain average @0.5): mean held-out scores over the nested folds."""
+    return (float(np.mean([f["held_out"] for f in fold_rows])),
+            float(np.mean([f["plain_average_05"] for f in fold_rows])))
+
+
 def tuning_loses_held_out(fold_rows: list) -> bool:
     """True when the tuning procedure's mean held-out score (each fold scored by the setting tuned without it)
     is below the plain average's at 0.5 on the same folds: with few case-days per fold the search can fit the
     training folds' noise (e.g. a min_area_2d that deletes a small organ everywhere on one new case-day)."""
     if not fold_rows:
         return False
-    return float(np.mean([f["held_out"] for f in fold_rows])) < float(np.mean([f["plain_average_05"] for f in fold_rows]))
+    tuned, plain = _held_out_means(fold_rows)
+    return tuned < plain
 
 
 def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool = True, log=print) -> dict:
@@ -495,8 +502,9 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
             full.setting = dict(cands)[both["chosen"]]
     fallback = space.fallback_plain and tuning_loses_held_out(fold_rows)
     if fallback:  # the nested folds say the tuned pipeline generalises worse than no tuning at all
-        log(f"held-out folds: tuned {np.mean([f['held_out'] for f in fold_rows]):.4f} < plain average @0.5 "
-            f"{np.mean([f['plain_average_05'] for f in fold_rows]):.4f}: writing the plain average (fallback_plain)")
+        tuned, plain = _held_out_means(fold_rows)
+        log(f"held-out folds: tuned {tuned:.4f} < plain average @0.5 {plain:.4f}: writing the plain average "
+            f"(fallback_plain)")
         full.setting = start
     ens = setting_to_ensemble(space, full.setting)
     in_sample_search = tuner.score(full.setting, tuner.all, exact=True)
