@@ -93,7 +93,7 @@ def test_dataset_sample(synth_cache):
     np.testing.assert_array_equal(w == 0, amb)
 
 
-@pytest.mark.parametrize("recipe", ["light", "baseline", "strong"])
+@pytest.mark.parametrize("recipe", ["light", "light_int", "baseline", "strong"])
 def test_augment_recipes_flip_only_when_asked(recipe):
     """hflip=0 keeps laterality (a mark on the left never moves to the right); hflip=1 always mirrors it."""
     from kaggle_kit.data.augment import build_augment
@@ -112,3 +112,25 @@ def test_augment_recipes_flip_only_when_asked(recipe):
                 assert (xs.mean() < w / 2) == left_wins
     with pytest.raises(ValueError, match="probability"):
         build_augment("light", 1.5)
+
+
+def test_intensity_by_hand_and_never_clipped():
+    """intensity(): gamma, then contrast about the mean, then brightness, checked on a hand-computed case;
+    the recipes that change intensities keep values above 1.0 (volume-normalised stacks reach ~1.5, and
+    albumentations' RandomBrightnessContrast would cut them at 1.0)."""
+    from kaggle_kit.data.augment import build_augment, intensity
+
+    img = np.array([[0.0, 1.0], [4.0, -1.0]], np.float32)[..., None]
+    # g = 0.5: [0, 1, 2, 0] (negatives clipped to 0 first), mean m = 0.75; c = 2, b = 0.1: (x - m) * 2 + m + b
+    np.testing.assert_allclose(intensity(img, 0.5, 2.0, 0.1)[..., 0], [[-0.65, 1.35], [3.35, -0.65]], atol=1e-6)
+    x = np.random.default_rng(0).uniform(0, 1.5, (16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(intensity(x), x, atol=1e-6)  # the identity at g=1, c=1, b=0 (float rounding)
+    for recipe in ("light_int", "strong"):
+        aug = build_augment(recipe, 0.0)
+        changed = 0
+        for _ in range(30):
+            out, m = aug(x.copy(), np.zeros((16, 16, 3), np.uint8))
+            assert out.dtype == np.float32 and out.shape == x.shape and not m.any()
+            changed += not np.allclose(out, x)
+            assert out.max() > 1.05, recipe  # a top at 1.0 would mean clipping
+        assert changed >= 5, recipe  # p=0.5 (light_int also p=0.5 affine): most draws change something

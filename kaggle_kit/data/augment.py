@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["RECIPES", "build_augment"]
+import numpy as np
+
+__all__ = ["RECIPES", "RandomIntensity", "build_augment", "intensity"]
 
 
 def _A():
@@ -35,13 +37,43 @@ def _baseline(hflip: float = 0.5):
 
 
 def _strong(hflip: float = 0.5):
+    """baseline + brightness/contrast (albumentations' RandomBrightnessContrast clipped these float stacks at
+    1.0 on the samples it touched, a top the predict-time inputs never have: RandomIntensity does not clip)."""
+    return _baseline(hflip) + [RandomIntensity(brightness=0.15, contrast=0.15, gamma=0.0, p=0.5)]
+
+
+def _light_int(hflip: float = 0.5):
+    """light + gamma, contrast and brightness per sample: organ intensities that sit elsewhere on a new case
+    (the CPU preset's 2.5D member; README, "Session 8")."""
+    return _light(hflip) + [RandomIntensity(brightness=0.1, contrast=0.15, gamma=0.25, p=0.5)]
+
+
+RECIPES = {"none": None, "light": _light, "light_int": _light_int, "baseline": _baseline, "strong": _strong}
+
+
+def intensity(img: np.ndarray, g: float = 1.0, c: float = 1.0, b: float = 0.0) -> np.ndarray:
+    """``(max(img, 0) ** g - m) * c + m + b`` with ``m`` the mean of ``max(img, 0) ** g``; float32, no clipping."""
+    x = np.power(np.maximum(img, 0), g, dtype=np.float32)
+    m = float(x.mean())
+    return ((x - m) * c + m + b).astype(np.float32)
+
+
+def RandomIntensity(brightness: float, contrast: float, gamma: float, p: float):
+    """An albumentations image-only transform: :func:`intensity` with ``g = (1 + gamma) ** u``,
+    ``c = 1 + contrast * u'``, ``b = brightness * u''``, ``u, u', u''`` uniform in [-1, 1]. Unlike
+    RandomBrightnessContrast it never clips: these stacks are volume-normalised floats reaching ~1.5."""
     A = _A()
-    return _baseline(hflip) + [
-        A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-    ]
 
+    class _RandomIntensity(A.ImageOnlyTransform):
+        def get_params_dependent_on_data(self, params, data):
+            r = self.py_random
+            return {"g": (1 + gamma) ** r.uniform(-1, 1), "c": 1 + contrast * r.uniform(-1, 1),
+                    "b": brightness * r.uniform(-1, 1)}
 
-RECIPES = {"none": None, "light": _light, "baseline": _baseline, "strong": _strong}
+        def apply(self, img, g=1.0, c=1.0, b=0.0, **params):
+            return intensity(img, g, c, b)
+
+    return _RandomIntensity(p=p)
 
 
 class _Augment:
