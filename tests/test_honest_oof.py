@@ -128,6 +128,12 @@ def test_crop_config_trains_on_truth_boxes_and_predicts_with_detector_boxes(synt
 
     pad = load_inference_checkpoint(tmp_path / "work/seg25d/seg_crop/fold0/last.pth")[1]["data"]["box_pad"]
     assert cfg["data"]["box_pad"] == "auto" and isinstance(pad, float) and 0 < pad <= 0.15
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from run_all import crop_pads
+
+    assert crop_pads(tmp_path / "work") == {"seg_crop": {0: pad}}  # what run_all's report shows
     for cd in cds:
         maps = store.read("seg_crop", "oof", cd)
         D, H, W = cache.image("train", cd).shape

@@ -256,6 +256,22 @@ def stage_members(r: Run) -> dict[str, dict]:
     return members
 
 
+def crop_pads(work_root: Path) -> dict[str, dict[int, float]]:
+    """{exp: {fold: pad}} of every member that crops to detector boxes: the ``data.box_pad`` its folds trained
+    and predict with (``auto`` resolved at train time, read from each fold's last.pth meta)."""
+    from kaggle_kit.engine.checkpoint import CheckpointError, load_inference_checkpoint
+
+    out: dict[str, dict[int, float]] = {}
+    for ck in sorted(Path(work_root).glob("*/*/fold*/last.pth")):
+        try:
+            data = load_inference_checkpoint(ck)[1].get("data") or {}
+        except CheckpointError:  # not ours to report on (the job itself never used it)
+            continue
+        if data.get("crop") == "boxes" and ck.parent.name[4:].isdigit():
+            out.setdefault(ck.parent.parent.name, {})[int(ck.parent.name[4:])] = float(data.get("box_pad") or 0.0)
+    return out
+
+
 def stage_scores(r: Run) -> dict:
     """Per-member OOF scores (plain threshold 0.5), gating sources' ROC-AUC, detector box recall, baselines."""
     from kaggle_kit.data.cache import Cache
@@ -281,6 +297,7 @@ def stage_scores(r: Run) -> dict:
             rep = report_exp(r.cache, r.preds, exp, quiet=True)
             out["cls_auc"][exp] = {c: round(v["auc"], 4) for c, v in rep["classes"].items()}
             out["cls_auc_z5"][exp] = {c: round(v, 4) for c, v in rep["z_window_auc"]["5"].items()}
+    out["box_pad"] = crop_pads(r.work_root)
     for f in sorted(Path(r.preds).glob("*/oof/boxes.json")):
         out["det_recall"][f.parent.parent.name] = round(json.loads(f.read_text())["box_recall"]["recall"], 5)
     c = Cache(r.cache)
@@ -373,6 +390,8 @@ def print_report(r: Run, total: float, scores: dict, tune: dict, sub: dict) -> N
               + "; after a 5-slice z mean: " + ", ".join(f"{v:.4f}" for v in scores["cls_auc_z5"][e].values()))
     for e, rec in scores["det_recall"].items():
         print(f"detector {e} OOF box recall of organ pixels: {rec:.5f}")
+    for e, pads in scores["box_pad"].items():
+        print(f"crop member {e}: box pad per fold " + ", ".join(f"{k}: {v:.4f}" for k, v in sorted(pads.items())))
     print(f"{'test: notebook submission':<32}{_fmt(sub['test']):>10}")
     print(f"{'test: tools/ensemble.py on maps':<32}{_fmt(sub['maps']):>10}")
     nb = sub["nb"]
@@ -451,7 +470,8 @@ def main(argv=None) -> int:
               "submission": str(sub["sub"]) if sub["sub"].is_file() else None,
               "baselines": {"empty": scores["base_empty"], "intensity": scores["base_int"]},
               "classifier_auc": scores["cls_auc"], "classifier_auc_z5": scores["cls_auc_z5"],
-              "detector_box_recall": scores["det_recall"], "held_out": ts.get("held_out_mean"),
+              "detector_box_recall": scores["det_recall"], "box_pad": scores["box_pad"],
+              "held_out": ts.get("held_out_mean"),
               "held_out_plain_average_05": ts.get("plain_average_05_folds_mean"),
               "held_out_single_members": ts.get("single_members_folds_mean"),
               "plain_average_05": ts.get("plain_average_05"),
