@@ -93,6 +93,32 @@ def test_dataset_sample(synth_cache):
     np.testing.assert_array_equal(w == 0, amb)
 
 
+def test_train_stride_draw(synth_cache):
+    """stride_train: each training sample's stack is the stack at one of the listed slice steps, every step is
+    drawn, and predict-time samples keep data.stride."""
+    c = Cache(synth_cache)
+    cd = c.case_days("train")[0]
+    img = c.image("train", cd)
+    z = img.shape[0] // 2
+    kw = dict(size=(32, 48), with_labels=False)
+    ref = {s: SliceDataset25D(c, [cd], stack=StackSpec(3, s), **kw) for s in (1, 2, 3, 4)}
+    want = {s: ref[s].inputs(cd, z, img, ref[s].geometry(cd, z, img)) for s in ref}
+    assert not np.array_equal(want[1], want[3])  # the steps give different stacks on this slice
+    i = int(np.flatnonzero(ref[2].items["z"].to_numpy() == z)[0])
+    train = SliceDataset25D(c, [cd], stack=StackSpec(3, 2), stride_train=[1, 3], augment=lambda x, m: (x, m),
+                            seed=5, **kw)
+    seen = []
+    for _ in range(40):
+        x = train[i]["inputs"]
+        seen += [s for s in (1, 3) if np.array_equal(x, want[s])]
+        assert any(np.array_equal(x, want[s]) for s in (1, 3))
+    assert set(seen) == {1, 3}
+    predict = SliceDataset25D(c, [cd], stack=StackSpec(3, 2), stride_train=[1, 3], **kw)
+    np.testing.assert_array_equal(predict[i]["inputs"], want[2])
+    with pytest.raises(ValueError, match="stride_train"):
+        SliceDataset25D(c, [cd], stride_train=[0, 2], **kw)
+
+
 @pytest.mark.parametrize("recipe", ["light", "light_int", "baseline", "strong"])
 def test_augment_recipes_flip_only_when_asked(recipe):
     """hflip=0 keeps laterality (a mark on the left never moves to the right); hflip=1 always mirrors it."""

@@ -9,7 +9,7 @@ geometry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,7 @@ class SliceDataset25D:
     box_scope: str = "slice"  # slice | case_day (each case-day's rows replaced by their union box)
     box_pad: float = 0.0  # every box grown by box_pad x (H, W) on each side (before the train jitter)
     box_full_prob: float = 0.0  # train only: this share of samples sees the whole image instead of its box
+    stride_train: tuple = ()  # train only: each sample's slice step drawn from these (empty: stack.stride)
     augment: object = None
     ambiguous_margin: int = 0
     with_labels: bool = True
@@ -157,6 +158,10 @@ class SliceDataset25D:
             raise KeyError(f"unknown box_scope {self.box_scope!r}; options: {list(BOX_SCOPES)}")
         if self.crop == "boxes" and self.box_scope == "case_day":
             self.boxes = union_boxes_per_case_day(self.boxes)
+        self.stride_train = tuple(int(s) for s in (self.stride_train or ()))
+        if any(s < 1 for s in self.stride_train):
+            raise ValueError(f"stride_train must hold positive slice steps, got {list(self.stride_train)}")
+        self._stacks = {s: replace(self.stack, stride=s) for s in self.stride_train}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -193,9 +198,11 @@ class SliceDataset25D:
             self._vols[cd] = (img, mask)
         return self._vols[cd]
 
-    def inputs(self, cd: str, z: int, img, geom: SliceGeometry, hwk: bool = False) -> np.ndarray:
-        """float32 (k, h, w) (or (h, w, k) with ``hwk``) model input of slice ``z`` of ``img`` (D, H, W)."""
-        ids, valid = stack_indices(z, img.shape[0], self.stack)
+    def inputs(self, cd: str, z: int, img, geom: SliceGeometry, hwk: bool = False,
+               stack: StackSpec | None = None) -> np.ndarray:
+        """float32 (k, h, w) (or (h, w, k) with ``hwk``) model input of slice ``z`` of ``img`` (D, H, W);
+        ``stack`` replaces the dataset's stack spec (the train-time stride draw)."""
+        ids, valid = stack_indices(z, img.shape[0], stack or self.stack)
         scale = self._scale(cd, img) if self.norm == "volume" else None
         out = np.zeros(tuple(self.size) + (len(ids),), np.float32)
         for j, (k, ok) in enumerate(zip(ids, valid)):
@@ -206,8 +213,12 @@ class SliceDataset25D:
     def __getitem__(self, i: int) -> dict:
         cd, z = self._cd[i], int(self._z[i])
         img, mask = self.volumes(cd)
-        geom = self.geometry(cd, z, img, train=self.augment is not None)
-        img_hwk = self.inputs(cd, z, img, geom, hwk=True)
+        train = self.augment is not None
+        geom = self.geometry(cd, z, img, train=train)
+        stack = None
+        if train and self.stride_train:  # other slice spacings: a new scan's neighbours may sit nearer or farther
+            stack = self._stacks[self.stride_train[int(self._rng.integers(len(self.stride_train)))]]
+        img_hwk = self.inputs(cd, z, img, geom, hwk=True, stack=stack)
         C = len(CLASSES)
         if self.with_labels:
             bits = geom.forward(np.asarray(mask[z]), interp="nearest")  # bit flags: nearest is exact
