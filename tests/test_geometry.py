@@ -119,6 +119,39 @@ def test_train_stride_draw(synth_cache):
         SliceDataset25D(c, [cd], stride_train=[0, 2], **kw)
 
 
+def test_organ_shift_by_hand_and_in_training_samples(synth_cache):
+    """shift_organs on a hand case; organ_shift: a training sample differs from the predict-time one by one
+    constant per class on that class's pixels (every stacked slice, each with its own mask) and nowhere else."""
+    from kaggle_kit.data.dataset25d import shift_organs
+
+    x = np.array([[0.2, 0.4], [1.4, 0.0]], np.float32)
+    bits = np.array([[1, 2], [1, 4]], np.uint8)
+    np.testing.assert_allclose(shift_organs(x, bits, [0.3, -0.1, 0.0], 1.5), [[0.5, 0.3], [1.5, 0.0]], atol=1e-6)
+    c = Cache(synth_cache)
+    cd = c.case_days("train")[0]
+    img, mask = c.image("train", cd), c.mask("train", cd)
+    z = int(np.argmax(np.asarray(mask).reshape(len(mask), -1).astype(bool).sum(1)))  # the slice with most organ
+    kw = dict(stack=StackSpec(3, 2), size=tuple(img.shape[1:]))  # canvas = raw size: the geometry is the identity
+    plain = SliceDataset25D(c, [cd], **kw)
+    i = int(np.flatnonzero(plain.items["z"].to_numpy() == z)[0])
+    ref = plain[i]["inputs"]
+    train = SliceDataset25D(c, [cd], organ_shift=0.2, augment=lambda a, m: (a, m), seed=1, **kw)
+    ids, _ = stack_indices(z, img.shape[0], plain.stack)
+    shifted = set()
+    for _ in range(12):
+        x = train[i]["inputs"]
+        for j, k in enumerate(ids):
+            b = np.asarray(mask[k])
+            np.testing.assert_array_equal(x[j][b == 0], ref[j][b == 0])  # background untouched
+            for cl in range(3):
+                on = ((b >> cl) & 1 > 0) & (b == (1 << cl)) & (ref[j] > 0.25) & (ref[j] < 1.25)  # away from the clip
+                if on.any():
+                    d = x[j][on] - ref[j][on]
+                    assert np.ptp(d) < 1e-5 and abs(d[0]) <= 0.2 + 1e-6  # one shift per class, within the bound
+                    shifted.add((cl, bool(abs(d[0]) > 1e-6)))
+    assert {s for s in shifted if s[1]} and {s for s in shifted if not s[1]}  # shifted and left alone both occur
+
+
 @pytest.mark.parametrize("recipe", ["light", "light_int", "baseline", "strong"])
 def test_augment_recipes_flip_only_when_asked(recipe):
     """hflip=0 keeps laterality (a mark on the left never moves to the right); hflip=1 always mirrors it."""

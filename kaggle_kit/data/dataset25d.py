@@ -20,7 +20,7 @@ from kaggle_kit.data.folds import FAULTY, select_subset
 from kaggle_kit.data.geometry import SliceGeometry
 from kaggle_kit.data.raw import CLASSES
 
-__all__ = ["StackSpec", "stack_indices", "normalise", "body_box", "SliceDataset25D", "fold_case_days", "BOX_SCOPES",
+__all__ = ["StackSpec", "stack_indices", "normalise", "shift_organs", "body_box", "SliceDataset25D", "fold_case_days", "BOX_SCOPES",
            "union_boxes_per_case_day", "expand_box"]
 
 
@@ -48,6 +48,16 @@ def stack_indices(z: int, depth: int, spec: StackSpec) -> tuple[np.ndarray, np.n
     if spec.ends == "zero":
         return np.clip(idx, 0, depth - 1), valid
     raise KeyError(f"unknown stack ends {spec.ends!r}; options: ['clamp', 'zero']")
+
+
+def shift_organs(x: np.ndarray, bits: np.ndarray, shift, top: float) -> np.ndarray:
+    """float32 (H, W) normalised slice with class c's pixels (bit c of ``bits`` (H, W)) moved by ``shift[c]``,
+    clipped to [0, top]; a copy."""
+    out = x.astype(np.float32, copy=True)
+    for c, d in enumerate(shift):
+        if d:
+            out[(bits >> c) & 1 > 0] += np.float32(d)
+    return np.clip(out, 0.0, top)
 
 
 def volume_scale(img: np.ndarray, pct: float = 99.5) -> float:
@@ -128,6 +138,7 @@ class SliceDataset25D:
     box_pad: float = 0.0  # every box grown by box_pad x (H, W) on each side (before the train jitter)
     box_full_prob: float = 0.0  # train only: this share of samples sees the whole image instead of its box
     stride_train: tuple = ()  # train only: each sample's slice step drawn from these (empty: stack.stride)
+    organ_shift: float = 0.0  # train only: each class's pixels shifted by U(-a, a) (normalised units), p 0.5 each
     augment: object = None
     ambiguous_margin: int = 0
     with_labels: bool = True
@@ -199,15 +210,20 @@ class SliceDataset25D:
         return self._vols[cd]
 
     def inputs(self, cd: str, z: int, img, geom: SliceGeometry, hwk: bool = False,
-               stack: StackSpec | None = None) -> np.ndarray:
+               stack: StackSpec | None = None, shift=None, mask=None) -> np.ndarray:
         """float32 (k, h, w) (or (h, w, k) with ``hwk``) model input of slice ``z`` of ``img`` (D, H, W);
-        ``stack`` replaces the dataset's stack spec (the train-time stride draw)."""
+        ``stack`` replaces the dataset's stack spec (the train-time stride draw); ``shift`` (C,) with ``mask``
+        (D, H, W bit flags): class c's pixels of every stacked slice move by shift[c] (then clipped like
+        :func:`normalise`)."""
         ids, valid = stack_indices(z, img.shape[0], stack or self.stack)
         scale = self._scale(cd, img) if self.norm == "volume" else None
         out = np.zeros(tuple(self.size) + (len(ids),), np.float32)
         for j, (k, ok) in enumerate(zip(ids, valid)):
             if ok:  # one 2D slice at a time: no (k, H, W) transposes of raw-size arrays
-                out[:, :, j] = geom.forward(normalise(np.asarray(img[k])[None], self.norm, scale)[0])
+                x = normalise(np.asarray(img[k])[None], self.norm, scale)[0]
+                if shift is not None:
+                    x = shift_organs(x, np.asarray(mask[k]), shift, 1.5 if self.norm == "volume" else 1.0)
+                out[:, :, j] = geom.forward(x)
         return out if hwk else np.ascontiguousarray(out.transpose(2, 0, 1))
 
     def __getitem__(self, i: int) -> dict:
@@ -218,7 +234,11 @@ class SliceDataset25D:
         stack = None
         if train and self.stride_train:  # other slice spacings: a new scan's neighbours may sit nearer or farther
             stack = self._stacks[self.stride_train[int(self._rng.integers(len(self.stride_train)))]]
-        img_hwk = self.inputs(cd, z, img, geom, hwk=True, stack=stack)
+        shift = None
+        if train and self.organ_shift > 0 and mask is not None:  # a new case's organs sit at other intensities
+            on = self._rng.random(len(CLASSES)) < 0.5
+            shift = np.where(on, self._rng.uniform(-self.organ_shift, self.organ_shift, len(CLASSES)), 0.0)
+        img_hwk = self.inputs(cd, z, img, geom, hwk=True, stack=stack, shift=shift, mask=mask)
         C = len(CLASSES)
         if self.with_labels:
             bits = geom.forward(np.asarray(mask[z]), interp="nearest")  # bit flags: nearest is exact

@@ -41,7 +41,8 @@ def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
                                augment=build_augment(d["augment"], d["hflip"]), ambiguous_margin=d["ambiguous_margin"],
                                boxes=boxes, box_jitter=d["box_jitter"],
                                box_full_prob=float(d.get("box_full_prob", 0.0)),
-                               stride_train=tuple(d.get("stride_train") or ()), **kw)
+                               stride_train=tuple(d.get("stride_train") or ()),
+                               organ_shift=float(d.get("organ_shift") or 0.0), **kw)
     val_cds = fold_case_days(cache, fold, "val")
     val_boxes = boxes if val_boxes is None else val_boxes
     val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=val_boxes, **kw) if val_cds else None
