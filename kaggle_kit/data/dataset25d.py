@@ -66,12 +66,16 @@ def volume_scale(img: np.ndarray, pct: float = 99.5) -> float:
     return max(float(np.percentile(sample, pct)), 1.0)
 
 
+#: the top of each normalisation's range (``volume`` clips there; ``slice`` divides by the max)
+NORM_TOP = {"volume": 1.5, "slice": 1.0}
+
+
 def normalise(stack: np.ndarray, norm: str, vscale: float | None = None) -> np.ndarray:
     """uint16 (k, H, W) -> float32 (k, H, W). ``volume``: / volume percentile, clipped to [0, 1.5];
     ``slice``: each slice / its own max (the public notebooks' way)."""
     x = stack.astype(np.float32)
     if norm == "volume":
-        return np.clip(x / float(vscale), 0.0, 1.5)
+        return np.clip(x / float(vscale), 0.0, NORM_TOP["volume"])
     if norm == "slice":
         m = x.reshape(len(x), -1).max(1)
         return x / np.maximum(m, 1.0)[:, None, None]
@@ -172,7 +176,6 @@ class SliceDataset25D:
         self.stride_train = tuple(int(s) for s in (self.stride_train or ()))
         if any(s < 1 for s in self.stride_train):
             raise ValueError(f"stride_train must hold positive slice steps, got {list(self.stride_train)}")
-        self._stacks = {s: replace(self.stack, stride=s) for s in self.stride_train}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -222,7 +225,7 @@ class SliceDataset25D:
             if ok:  # one 2D slice at a time: no (k, H, W) transposes of raw-size arrays
                 x = normalise(np.asarray(img[k])[None], self.norm, scale)[0]
                 if shift is not None:
-                    x = shift_organs(x, np.asarray(mask[k]), shift, 1.5 if self.norm == "volume" else 1.0)
+                    x = shift_organs(x, np.asarray(mask[k]), shift, NORM_TOP[self.norm])
                 out[:, :, j] = geom.forward(x)
         return out if hwk else np.ascontiguousarray(out.transpose(2, 0, 1))
 
@@ -233,7 +236,7 @@ class SliceDataset25D:
         geom = self.geometry(cd, z, img, train=train)
         stack = None
         if train and self.stride_train:  # other slice spacings: a new scan's neighbours may sit nearer or farther
-            stack = self._stacks[self.stride_train[int(self._rng.integers(len(self.stride_train)))]]
+            stack = replace(self.stack, stride=self.stride_train[int(self._rng.integers(len(self.stride_train)))])
         shift = None
         if train and self.organ_shift > 0 and mask is not None:  # a new case's organs sit at other intensities
             on = self._rng.random(len(CLASSES)) < 0.5
