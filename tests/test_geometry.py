@@ -152,6 +152,51 @@ def test_organ_shift_by_hand_and_in_training_samples(synth_cache):
     assert {s for s in shifted if s[1]} and {s for s in shifted if not s[1]}  # shifted and left alone both occur
 
 
+def _first(batch):
+    return batch[0]
+
+
+def test_train_streams_seeded_per_worker_and_repeatable(synth_cache):
+    """The train-time random streams (the augmentation's included) follow the dataset's seed: two runs with one
+    seed give the same samples, another seed other samples; and two DataLoader workers asked for the same item
+    draw different samples (they start from copies of one dataset)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kaggle_kit.data.augment import build_augment
+
+    c = Cache(synth_cache)
+    cd = c.case_days("train")[0]
+    z = int(np.argmax(np.asarray(c.mask("train", cd)).reshape(len(c.mask("train", cd)), -1).astype(bool).sum(1)))
+
+    def make(seed):
+        return SliceDataset25D(c, [cd], stack=StackSpec(3, 2), size=(48, 48), stride_train=[1, 2, 3], organ_shift=0.2,
+                               augment=build_augment("light_int", 0.5, seed), seed=seed)
+
+    i = int(np.flatnonzero(make(0).items["z"].to_numpy() == z)[0])
+
+    def draws(seed, n=6):
+        ds = make(seed)
+        return [ds[i]["inputs"] for _ in range(n)]
+
+    a, b, other = draws(4), draws(4), draws(5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, other))
+    assert len({x.tobytes() for x in a}) > 1  # the draws vary within a run
+
+    def loader_run():
+        torch.manual_seed(0)
+        dl = DataLoader(make(4), batch_size=1, sampler=[i] * 8, num_workers=2, collate_fn=_first)
+        return [s["inputs"] for s in dl]  # batches alternate between worker 0 and worker 1
+
+    run1, run2 = loader_run(), loader_run()
+    for x, y in zip(run1, run2):
+        np.testing.assert_array_equal(x, y)  # repeatable with workers too
+    pairs = [(run1[k], run1[k + 1]) for k in range(0, 8, 2)]  # the k-th draw of worker 0 and of worker 1
+    assert not any(np.array_equal(x, y) for x, y in pairs)
+
+
 @pytest.mark.parametrize("recipe", ["light", "light_int", "baseline", "strong"])
 def test_augment_recipes_flip_only_when_asked(recipe):
     """hflip=0 keeps laterality (a mark on the left never moves to the right); hflip=1 always mirrors it."""

@@ -77,21 +77,26 @@ def RandomIntensity(brightness: float, contrast: float, gamma: float, p: float):
 
 
 class _Augment:
-    def __init__(self, transforms):
+    def __init__(self, transforms, seed: int | None = None):
         A = _A()
-        self.t = A.Compose(transforms)
+        self.t = A.Compose(transforms, seed=seed)
+
+    def reseed(self, seed: int) -> None:
+        """A new random state for every transform (albumentations' Compose keeps its own, not numpy's)."""
+        self.t.set_random_seed(int(seed))
 
     def __call__(self, image, mask):
         r = self.t(image=image, mask=mask)
         return r["image"], r["mask"]
 
 
-def build_augment(name: str, hflip: float = 0.5):
+def build_augment(name: str, hflip: float = 0.5, seed: int | None = None):
     """``hflip``: probability of a left-right flip inside the recipe. 0 keeps laterality (the stomach lies on
-    the patient's left, the liver on the right: a flipped slice shows an anatomy that never occurs)."""
+    the patient's left, the liver on the right: a flipped slice shows an anatomy that never occurs).
+    ``seed``: the recipe's random state (None: fresh entropy; a dataset reseeds it per worker)."""
     if name not in RECIPES:
         raise KeyError(f"unknown augmentation recipe {name!r}; options: {sorted(RECIPES)}")
     if not 0.0 <= float(hflip) <= 1.0:
         raise ValueError(f"hflip must be a probability in [0, 1], got {hflip!r}")
     fn = RECIPES[name]
-    return None if fn is None else _Augment(fn(float(hflip)))
+    return None if fn is None else _Augment(fn(float(hflip)), seed)

@@ -9,6 +9,8 @@ geometry.
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -103,6 +105,15 @@ def body_box(img: np.ndarray, margin: float = 0.05, frac: float = 0.1) -> tuple[
     return max(0, ys[0] - my), min(H, ys[-1] + 1 + my), max(0, xs[0] - mx), min(W, xs[-1] + 1 + mx)
 
 
+def _process_key() -> tuple[int, int, int]:
+    """(rank, DataLoader worker id + 1, that worker's torch seed) of this process; (rank, 0, 0) outside workers.
+    The torch seed differs per epoch when workers are not persistent, and follows torch's seed."""
+    rank = int(os.environ.get("RANK", 0) or 0)
+    torch = sys.modules.get("torch")  # no DataLoader worker without torch imported
+    info = torch.utils.data.get_worker_info() if torch is not None else None
+    return (rank, 0, 0) if info is None else (rank, int(info.id) + 1, int(info.seed))
+
+
 def fold_case_days(cache: Cache, fold: int | str, part: str) -> list[str]:
     """Case-days of the train split for ``part`` = "train" (folds != fold) or "val" (fold == fold).
     ``fold="all"``: every case-day in train, none in val. A fold that folds.csv lacks is a DataError (it
@@ -167,6 +178,7 @@ class SliceDataset25D:
         self._vol_scale: dict[str, float] = {}
         self._body: dict[str, tuple] = {}
         self._rng = np.random.default_rng(self.seed)
+        self._stream = None  # the (rank, worker) the random streams were last seeded for
         if self.crop == "boxes" and self.boxes is None:
             raise ValueError("crop='boxes' needs a boxes table (from the detector family)")
         if self.box_scope not in BOX_SCOPES:
@@ -229,10 +241,26 @@ class SliceDataset25D:
                 out[:, :, j] = geom.forward(x)
         return out if hwk else np.ascontiguousarray(out.transpose(2, 0, 1))
 
+    def seed_streams(self) -> None:
+        """Seed the train-time random streams (box jitter, slice step, organ shift, and the augmentation's own
+        when it has ``reseed``) from ``(seed, rank, DataLoader worker)``, once per process. DataLoader workers
+        start from copies of one dataset: without this they would draw the same sequences; and an unseeded
+        augmentation made a run unrepeatable from ``train.seed``. Called by ``__getitem__``."""
+        key = _process_key()
+        if key == self._stream:
+            return
+        ss = np.random.SeedSequence([int(self.seed), *key])
+        self._rng = np.random.default_rng(ss)
+        if hasattr(self.augment, "reseed"):
+            self.augment.reseed(int(ss.generate_state(1)[0]))
+        self._stream = key
+
     def __getitem__(self, i: int) -> dict:
         cd, z = self._cd[i], int(self._z[i])
         img, mask = self.volumes(cd)
         train = self.augment is not None
+        if train:
+            self.seed_streams()
         geom = self.geometry(cd, z, img, train=train)
         stack = None
         if train and self.stride_train:  # other slice spacings: a new scan's neighbours may sit nearer or farther

@@ -35,14 +35,15 @@ def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
     ``val_boxes``: the validation set's table (default ``boxes``; the detector's OOF boxes in training)."""
     d = cfg["data"]
     kw = dataset_kwargs(d)
+    seed = int((cfg.get("train") or {}).get("seed") or 0)  # train.seed: the data's random streams too
     if d["crop"] == "boxes" and boxes is None:
         raise ValueError("data.crop is 'boxes': pass the box table (kaggle_kit.io.boxes.train_boxes_for)")
     train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],
-                               augment=build_augment(d["augment"], d["hflip"]), ambiguous_margin=d["ambiguous_margin"],
+                               augment=build_augment(d["augment"], d["hflip"], seed), ambiguous_margin=d["ambiguous_margin"],
                                boxes=boxes, box_jitter=d["box_jitter"],
                                box_full_prob=float(d.get("box_full_prob", 0.0)),
                                stride_train=tuple(d.get("stride_train") or ()),
-                               organ_shift=float(d.get("organ_shift") or 0.0), **kw)
+                               organ_shift=float(d.get("organ_shift") or 0.0), seed=seed, **kw)
     val_cds = fold_case_days(cache, fold, "val")
     val_boxes = boxes if val_boxes is None else val_boxes
     val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=val_boxes, **kw) if val_cds else None

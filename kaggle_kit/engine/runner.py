@@ -17,7 +17,7 @@ from kaggle_kit.engine.checkpoint import enable_resume_loader
 from kaggle_kit.engine.hooks import CSVLogHook, ExportHook
 from kaggle_kit.engine.model import TaskModel
 
-__all__ = ["build_runner", "dist_launcher", "train_defaults"]
+__all__ = ["build_runner", "dist_launcher", "seed_init", "train_defaults"]
 
 
 def train_defaults() -> dict:
@@ -28,6 +28,22 @@ def train_defaults() -> dict:
         raise FileNotFoundError(f"{path}: the engine's train defaults are missing; train from a checkout of "
                                 "the project (configs/ beside kaggle_kit/)")
     return parse_yaml(path.read_text(), str(path))["train"]
+
+
+def seed_init(train_cfg: dict) -> int:
+    """Seed python, numpy and torch (CUDA too) with ``train.seed`` before a family builds its net: the Runner
+    seeds only when it starts, after the net's random init, which followed whatever ran earlier in the process
+    (another fold, a test). Returns the seed."""
+    import random
+
+    import numpy as np
+    import torch
+
+    seed = int(dict(train_defaults(), **{k: v for k, v in train_cfg.items() if v is not None})["seed"])
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
 
 
 def dist_launcher() -> str:

@@ -19,7 +19,7 @@ from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.metric.presence import slice_presence
 from kaggle_kit.engine.metrics import ClsValMetric
-from kaggle_kit.engine.runner import build_runner
+from kaggle_kit.engine.runner import build_runner, seed_init
 from kaggle_kit.families.cls.model import build_cls_loss
 from kaggle_kit.data.dataset25d import fold_case_days
 from kaggle_kit.paths import inference_checkpoint
@@ -65,6 +65,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     train_ds, val_ds = MaskPresence(train_ds), (MaskPresence(val_ds) if val_ds is not None else None)
     if len(train_ds) == 0:
         raise ValueError(f"fold {fold}: no training slices (subset {cfg['data']['subset_train']!r})")
+    seed_init(cfg["train"])  # the net's random init follows train.seed
     net = build_net(cfg["model"], cfg["data"]["k"])
     wd = make_work_dir(cfg["work_root"], FAMILY, exp, fold)
     meta = {"family": FAMILY, "exp": exp, "fold": fold, "task": "cls", "classes": list(CLASSES),

@@ -11,7 +11,7 @@ from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.families.seg25d.model import build_seg_model
 from kaggle_kit.engine.metrics import SegValMetric
-from kaggle_kit.engine.runner import build_runner
+from kaggle_kit.engine.runner import build_runner, seed_init
 from kaggle_kit.losses import build_loss
 
 __all__ = ["build_net", "train", "exp_name", "FAMILY"]
@@ -57,6 +57,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     train_ds, val_ds = make_datasets(cfg, cache, fold, boxes=train_boxes, val_boxes=val_boxes)
     if len(train_ds) == 0:
         raise ValueError(f"fold {fold}: no training slices (subset {cfg['data']['subset_train']!r})")
+    seed_init(cfg["train"])  # the net's random init follows train.seed
     net = build_net(cfg["model"], cfg["data"]["k"])
     wd = make_work_dir(cfg["work_root"], FAMILY, exp, fold)
     meta = {"family": FAMILY, "exp": exp, "fold": fold, "task": "seg", "classes": list(CLASSES),

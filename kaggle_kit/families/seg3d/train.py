@@ -17,7 +17,7 @@ from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.families.seg3d.data import Geometry3D, VolumeDataset3D
 from kaggle_kit.families.seg3d.model import build_net
 from kaggle_kit.engine.metrics import SegValMetric
-from kaggle_kit.engine.runner import build_runner
+from kaggle_kit.engine.runner import build_runner, seed_init
 from kaggle_kit.losses import build_loss
 
 __all__ = ["FAMILY", "make_datasets", "train"]
@@ -50,6 +50,7 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     train_ds, val_ds = make_datasets(cfg, cache, fold, seed=int(cfg["train"].get("seed") or 0))
     if len(train_ds) == 0:
         raise ValueError(f"fold {fold}: no training case-days")
+    seed_init(cfg["train"])  # the net's random init follows train.seed
     net = build_net(cfg["model"], cfg["data"], cfg["predict"])
     if cfg["init_from"] and not resume:
         _init_weights(net, cfg["init_from"])
