@@ -28,8 +28,9 @@ def _train(family_name: str, synth_cache, work: Path, seed: int) -> dict:
     path, ov = TINY[family_name]
     cfg = load_config(ROOT / path, [f"cache={synth_cache}", f"work_root={work}", f"pred_root={work / 'preds'}",
                                     "train.epochs=1", *ov, f"train.seed={seed}"])
-    resolve("family", family_name).train(cfg, 0, "rep")
-    (ck,) = work.glob(f"{family_name}/rep/fold0/last.pth")
+    exp = f"rep_{work.name}"  # one experiment name per run: mmengine keys its logger and scope on it
+    resolve("family", family_name).train(cfg, 0, exp)
+    (ck,) = work.glob(f"{family_name}/{exp}/fold0/last.pth")
     return torch.load(ck, map_location="cpu", weights_only=False)["state_dict"]
 
 
