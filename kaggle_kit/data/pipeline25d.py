@@ -35,7 +35,7 @@ def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
     ``val_boxes``: the validation set's table (default ``boxes``; the detector's OOF boxes in training)."""
     d = cfg["data"]
     kw = dataset_kwargs(d)
-    seed = int((cfg.get("train") or {}).get("seed") or 0)  # train.seed: the data's random streams too
+    seed = int(cfg["train"]["seed"])  # the data's random streams follow train.seed too
     if d["crop"] == "boxes" and boxes is None:
         raise ValueError("data.crop is 'boxes': pass the box table (kaggle_kit.io.boxes.train_boxes_for)")
     train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],

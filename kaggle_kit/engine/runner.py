@@ -39,7 +39,7 @@ def seed_init(train_cfg: dict) -> int:
     import numpy as np
     import torch
 
-    seed = int(dict(train_defaults(), **{k: v for k, v in train_cfg.items() if v is not None})["seed"])
+    seed = int(train_cfg["seed"])  # every loaded config has it (configs/base_train.yaml)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
