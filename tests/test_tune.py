@@ -311,3 +311,88 @@ def test_fallback_writes_the_plain_average(store, monkeypatch):
     assert s["fallback_plain"] is True and s["in_sample"] == s["plain_average_05"]
     assert ens["threshold"] == 0.5 and not ens.get("min_area_2d") and not ens.get("min_relative_volume_3d")
     assert [m["exp"] for m in ens["members"] if m["kind"] == "pixel"] == ["sharp", "smooth"]
+
+
+# ------------------------------------------------------------------------------- probability ceilings
+def test_probability_ceilings_against_brute_force():
+    """Each member's highest OOF value per (fold, class) with truth, from the cropped OOFData, equals the maximum
+    over the whole maps; a ceiling under the crop floor is None; capped_outputs lists exactly the rows below a
+    candidate threshold, and a fold whose truth lacks the class gives no row."""
+    from kaggle_kit.tune.evaluate import OOFData, capped_outputs, probability_ceilings
+
+    rng = np.random.default_rng(3)
+    items, full = [], []
+    for i, (d, h, w) in enumerate([(5, 9, 11), (4, 7, 13), (6, 10, 8), (3, 12, 9), (7, 5, 6)]):
+        fold = i % 2
+        truth = (rng.random((d, h, w)) < 0.3).astype(np.uint8) | ((rng.random((d, h, w)) < 0.3).astype(np.uint8) << 1)
+        if fold == 0:
+            truth |= (rng.random((d, h, w)) < 0.3).astype(np.uint8) << 2  # stomach only in fold 0's truth
+        pix = rng.integers(0, 256, (2, d, 3, h, w)).astype(np.uint8)
+        if fold == 1:
+            pix[1, :, 1] = np.minimum(pix[1, :, 1], 140)  # member 1, fold 1, small bowel: capped at 0.549
+        else:
+            pix[0, :, 0] = np.minimum(pix[0, :, 0], 50)  # member 0, fold 0, large bowel: under the 0.3 floor
+        items.append((f"case{i}_day0", fold, truth, pix, None))
+        full.append((fold, truth, pix))
+    data = OOFData.from_arrays(items, ["a", "b"], floor_thr=0.3)
+    rows = probability_ceilings(data)
+    lo = 77  # the smallest uint8 value >= 0.3 * 255
+    expect = []
+    for m, name in enumerate("ab"):
+        for fold in (0, 1):
+            for c, cls in enumerate(CLASSES):
+                parts = [(t, p) for f, t, p in full if f == fold]
+                n_true = sum(int(((t >> c) & 1).sum()) for t, _ in parts)
+                if not n_true:
+                    continue
+                top = max(int(p[m, :, c].max()) for _, p in parts)
+                expect.append({"member": name, "fold": fold, "class": cls, "truth_voxels": n_true,
+                               "ceiling": round(top / 255, 4) if top >= lo else None})
+    key = lambda r: (r["member"], r["fold"], r["class"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(expect, key=key)
+    assert not any(r["class"] == "stomach" and r["fold"] == 1 for r in rows)
+    capped = capped_outputs(rows, {c: [0.3, 0.5, 0.6] for c in CLASSES})
+    assert [(r["member"], r["fold"], r["class"], r["above"]) for r in capped] == [
+        ("a", 0, "large_bowel", [0.3, 0.5, 0.6]), ("b", 1, "small_bowel", [0.6])]
+    assert capped[1]["ceiling"] == round(140 / 255, 4)
+
+
+def test_tune_oof_reports_a_capped_output(store, tmp_path, capsys):
+    """A member whose OOF maps on one fold never exceed 0.4: tools/tune_oof.py warns naming the member, fold and
+    classes, lists them in its JSON line and marks them in the report. (The fake ``smooth`` member blurs the thin
+    small bowel below 0.6 on a fold, a real cap the report may list too.)"""
+    import shutil
+
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    preds = tmp_path / "preds"
+    shutil.copytree(store["preds"], preds)
+    cache = Cache(store["cache"])
+    fold_of = cache.fold_of_case()
+    index = cache.index("train")
+    st = ProbMapStore(preds)
+    st.write_manifest("capped", "oof", family="fake", kind="pixel", classes=CLASSES, folds=[0, 1, 2])
+    present = set()  # the classes fold 2's truth holds
+    for cd, g in index.groupby("case_day"):
+        g = g.sort_values("z")
+        d, h, w = len(g), int(g["height"].iloc[0]), int(g["width"].iloc[0])
+        m = st.read("smooth", "oof", cd, (d, 3, h, w), g["slice"].tolist()).astype(np.float32) / 255
+        if fold_of[int(g["case"].iloc[0])] == 2:
+            m = np.minimum(m, 0.4)
+            present |= {c for k, c in enumerate(CLASSES) if ((np.asarray(cache.mask("train", cd)) >> k) & 1).any()}
+        st.write("capped", "oof", cd, m, g["slice"].tolist())
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({**SEARCH, "members": "auto", "search": {"rounds": 1, "nested": False}}))
+    rc = _tool_main()([str(search), "--cache", str(store["cache"]), "--preds", str(preds),
+                       "--out", str(tmp_path / "tuned.yaml")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out.strip().splitlines()[-1])
+    assert present
+    assert [(r["fold"], r["class"], r["above"]) for r in res["capped_outputs"] if r["member"] == "capped"] == [
+        (2, c, [0.5, 0.6]) for c in CLASSES if c in present]
+    c = next(c for c in CLASSES if c in present)
+    assert f"warning: capped, fold 2, {c}: its OOF probability never exceeds 0.400" in captured.err
+    md = (tmp_path / "tuned_report" / "report.md").read_text()
+    assert "## Probability ceilings" in md and f"| capped | 2 | {c} |" in md and "**0.400**" in md

@@ -474,6 +474,7 @@ def main(argv=None) -> int:
               "held_out": ts.get("held_out_mean"),
               "held_out_plain_average_05": ts.get("plain_average_05_folds_mean"),
               "held_out_single_members": ts.get("single_members_folds_mean"),
+              "capped_outputs": ts.get("capped_outputs"),
               "plain_average_05": ts.get("plain_average_05"),
               "inference_seconds_per_case_day": nb.get("member_seconds_per_case_day"),
               "notebook_failures": len(nb.get("failures") or []),

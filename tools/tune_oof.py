@@ -17,6 +17,11 @@ held-out fold under both metrics, whichever was tuned for). ``metric: mlebench``
 optimises a per-class surrogate (Dice exact, Hausdorff ``3d_unit_cube``; ``metric`` in the JSON), the final
 choice among the step settings is made by the exact mlebench score (``target_metric``, ``in_sample_target``);
 see kaggle_kit.tune.both_metrics. Exit code 2 and a message naming the problem on bad input.
+
+Capped outputs: before tuning, each pixel member's highest OOF probability per (fold, class) is read (folds whose
+truth holds the class). One that never exceeds a candidate threshold (a dead head: session 9's stomach at 0.57)
+is printed as a warning naming member, fold and class, listed as ``capped_outputs`` in the JSON, and marked in
+the report's "Probability ceilings" table.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from pathlib import Path
 from kaggle_kit.cli import run
 from kaggle_kit.data.raw import DataError
 from kaggle_kit.io.probmaps import ProbMapError, read_manifest
+from kaggle_kit.tune.evaluate import capped_outputs, probability_ceilings
 from kaggle_kit.tune.search import SearchError, load_oof, load_search_space, tune_oof
 from kaggle_kit.tune.report import write_report, write_tuned_yaml
 
@@ -68,9 +74,16 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         data = load_oof(a.cache, a.preds, space.pixel, space.classifier, space.floor_thr)
         load_s = time.perf_counter() - t0
+        ceilings = probability_ceilings(data)
+        capped = capped_outputs(ceilings, dict(zip(space.classes, space.options["threshold"])))
+        for r in capped:
+            top = "below the lowest candidate" if r["ceiling"] is None else f"{r['ceiling']:.3f}"
+            log(f"warning: {r['member']}, fold {r['fold']}, {r['class']}: its OOF probability never exceeds {top} "
+                f"(the fold's truth has {r['truth_voxels']} voxels of it); thresholds {r['above']} delete the class on "
+                "that whole fold: a capped output (retrain that fold, e.g. with another train.seed)")
         res = tune_oof(space, data, workers=a.workers, verify=not a.no_verify, log=log)
         write_tuned_yaml(out, res["ensemble"], res["summary"], a.search, str(report))
-        extra = {"load_s": load_s, "crop_mb": data.nbytes() / 1e6}
+        extra = {"load_s": load_s, "crop_mb": data.nbytes() / 1e6, "ceilings": ceilings, "capped": capped}
         if a.check_ensemble:
             from kaggle_kit.post.ensemble import load_ensemble_config, run_ensemble
 
@@ -104,7 +117,8 @@ def main(argv=None) -> int:
             "plain_average_05", "plain_average_05_folds_mean", "single_members", "single_members_folds_mean",
             "members_kept", "members_dropped", "skew", "n_case_days", "n_folds", "metric", "held_out_by_metric",
             "target_metric", "in_sample_target", "fallback_plain")
-    print(json.dumps({**{k: s[k] for k in keys if k in s}, "tuned_yaml": str(out), "report": str(md),
+    print(json.dumps({**{k: s[k] for k in keys if k in s}, "capped_outputs": capped, "tuned_yaml": str(out),
+                      "report": str(md),
                       "seconds": round(res["timing"]["total_s"] + load_s, 1)}))
     return 0
 

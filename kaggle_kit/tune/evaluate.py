@@ -43,7 +43,8 @@ from kaggle_kit.post.steps import CLASSIFIER, STEPS, Context
 from kaggle_kit.tune.space import class_values
 from kaggle_kit.utils import progress
 
-__all__ = ["LEVELS", "Evaluator", "OOFData", "class_key", "load_oof", "setting_keys", "total_score",
+__all__ = ["LEVELS", "Evaluator", "OOFData", "capped_outputs", "class_key", "load_oof", "probability_ceilings",
+           "setting_keys", "total_score",
            "verify_setting"]
 
 _FUSION, _STEPS = STEPS[0], STEPS[1:]
@@ -184,6 +185,46 @@ def load_oof(cache, preds_root, pixel: list[str], classifier: list[str], floor_t
         cds = list(progress(ex.map(one, names), total=len(names), desc="load OOF maps", unit="case-day"))
     return OOFData(list(pixel), list(classifier), cds, float(np.float64(floor_thr) * 255.0), CLASSES,
                    {"cache": str(cache), "preds": str(preds_root)})
+
+
+def probability_ceilings(data: OOFData) -> list[dict]:
+    """Each pixel member's highest OOF probability per (fold, class) where the fold's truth holds the class:
+    rows {member, fold, class, ceiling, truth_voxels}. ``ceiling`` is on the 0..1 scale, or None where the
+    member never reaches the lowest threshold the search uses (``data.floor255``: below it the maps were not
+    kept). A fold and class whose output stays below a threshold loses the class on every case-day of that
+    fold at that threshold: a capped ("dead") output, e.g. a head whose weights on the last features all went
+    negative (README, "Session 9")."""
+    lo = math.floor(data.floor255 - 0.01) + 1  # the smallest uint8 value the crops were cut at (_floor)
+    acc: dict[tuple, list] = {}
+    for cd in data.case_days:
+        for c, crop in enumerate(cd.crops):
+            if crop is None:  # nothing reaches the floor there and the truth is empty: no row to add to
+                continue
+            n_true = int(crop.truth.sum())
+            for m in range(len(data.pixel)):
+                top = int(crop.pix[m].max()) if crop.pix[m].size else 0
+                a = acc.setdefault((m, cd.fold, c), [0, 0])
+                a[0], a[1] = max(a[0], top), a[1] + n_true
+    rows = []
+    for (m, fold, c), (top, n_true) in sorted(acc.items()):
+        if n_true == 0:  # a fold without the class: a low ceiling is right there
+            continue
+        rows.append({"member": data.pixel[m], "fold": fold, "class": data.classes[c], "truth_voxels": n_true,
+                     "ceiling": round(top / 255.0, 4) if top >= lo else None})
+    return rows
+
+
+def capped_outputs(rows: list[dict], thresholds) -> list[dict]:
+    """The rows of :func:`probability_ceilings` whose ceiling lies below the highest candidate threshold of
+    their class (``thresholds``: class -> candidate list): every candidate above the ceiling deletes the class
+    on the whole fold. Each returned row gets ``above``: those candidates."""
+    out = []
+    for r in rows:
+        top = r["ceiling"] if r["ceiling"] is not None else 0.0
+        above = sorted(t for t in thresholds[r["class"]] if t > top)
+        if above:
+            out.append({**r, "above": above})
+    return out
 
 
 # --------------------------------------------------------------------------------------- scoring

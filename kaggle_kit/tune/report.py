@@ -325,6 +325,25 @@ def _sweeps_section(plots: dict) -> list[str]:
     return md
 
 
+def _ceilings_section(extra: dict | None) -> list[str]:
+    """Each member's highest OOF probability per fold and class, and the capped outputs among them."""
+    rows = (extra or {}).get("ceilings")
+    if not rows:
+        return []
+    capped = {(r["member"], r["fold"], r["class"]): r["above"] for r in extra.get("capped", [])}
+    md = ["", "## Probability ceilings", "",
+          ("Each pixel member's highest OOF probability per fold and class (folds whose truth holds the class). "
+           "A ceiling below a candidate threshold deletes the class on that whole fold at that threshold: a capped "
+           "output (e.g. a dead head). \"< floor\": never reaches the lowest candidate."), "",
+          "| member | fold | class | truth voxels | ceiling | candidate thresholds above it |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        above = capped.get((r["member"], r["fold"], r["class"]))
+        ceil = "< floor" if r["ceiling"] is None else f"{r['ceiling']:.3f}"
+        md.append(f"| {r['member']} | {r['fold']} | {r['class']} | {r['truth_voxels']} | "
+                  f"{'**' + ceil + '**' if above else ceil} | {', '.join(map(str, above)) if above else ''} |")
+    return md + [""]
+
+
 def _search_section(res: dict, extra: dict | None) -> list[str]:
     """How the search ran and what it cost."""
     md: list[str] = []
@@ -349,7 +368,7 @@ def write_report(res: dict, out_dir, tuned_yaml: str = "", search_path: str = ""
     plots = {"thresholds": _plot_thresholds(res, out), "weights": _plot_weights(res, out, pixel),
              "sweeps": _plot_other_sweeps(res, out), "folds": _plot_folds(res, out), "steps": _plot_steps(res, out)}
     md = (_scores_section(res, tuned_yaml, search_path) + _tuned_section(res) + _steps_section(res, plots)
-          + _folds_section(res, plots) + _sweeps_section(plots) + _search_section(res, extra))
+          + _folds_section(res, plots) + _sweeps_section(plots) + _ceilings_section(extra) + _search_section(res, extra))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md) + "\n")
     atomic_write_json(out / "tuning.json", json.loads(json.dumps({**res, "extra": extra or {}}, default=_jsonable)))
