@@ -382,3 +382,33 @@ def test_predictor_on_png_volumes(synth_root, synth_cache, tmp_path):
     from_cache = pred(Cache(synth_cache), "test", cd)
     assert from_png.shape == from_cache.shape
     np.testing.assert_allclose(from_png, from_cache, atol=1e-5)
+
+
+def _first(batch):
+    return batch[0]
+
+
+def test_volume_dataset_streams_differ_across_workers_and_epochs(synth_cache):
+    """Two DataLoader workers asked for the same patch index draw different patches (each starts from a copy of
+    the dataset with its call count at 0), a second epoch of non-persistent workers draws others again, and
+    the whole run repeats under the same torch seed."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from kaggle_kit.data.cache import Cache
+
+    cache = Cache(synth_cache)
+    cds = cache.case_days("train")[:1]
+    ds = d3.VolumeDataset3D(cache, cds, geometry=d3.Geometry3D("size", (None, 24, 24)), patch=(8, 16, 16),
+                            fg_prob=0.5, augment="baseline", seed=1)
+
+    def run():
+        torch.manual_seed(0)
+        dl = DataLoader(ds, batch_size=1, sampler=[0] * 6, num_workers=2, collate_fn=_first)
+        return [[s["inputs"] for s in dl] for _ in range(2)]  # two epochs; batches alternate between the workers
+
+    (e1, e2), (f1, f2) = run(), run()
+    for x, y in zip(e1 + e2, f1 + f2):
+        np.testing.assert_array_equal(x, y)
+    assert not any(np.array_equal(e1[k], e1[k + 1]) for k in range(0, 6, 2))  # worker 0's k-th vs worker 1's
+    assert not any(np.array_equal(x, y) for x, y in zip(e1, e2))  # epoch 2 repeats no draw of epoch 1

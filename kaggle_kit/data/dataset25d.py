@@ -23,7 +23,7 @@ from kaggle_kit.data.geometry import SliceGeometry
 from kaggle_kit.data.raw import CLASSES
 
 __all__ = ["StackSpec", "stack_indices", "normalise", "shift_organs", "body_box", "SliceDataset25D", "fold_case_days", "BOX_SCOPES",
-           "union_boxes_per_case_day", "expand_box"]
+           "union_boxes_per_case_day", "expand_box", "process_key"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def body_box(img: np.ndarray, margin: float = 0.05, frac: float = 0.1) -> tuple[
     return max(0, ys[0] - my), min(H, ys[-1] + 1 + my), max(0, xs[0] - mx), min(W, xs[-1] + 1 + mx)
 
 
-def _process_key() -> tuple[int, int, int]:
+def process_key() -> tuple[int, int, int]:
     """(rank, DataLoader worker id + 1, that worker's torch seed) of this process; (rank, 0, 0) outside workers.
     The torch seed differs per epoch when workers are not persistent, and follows torch's seed."""
     rank = int(os.environ.get("RANK", 0) or 0)
@@ -246,7 +246,7 @@ class SliceDataset25D:
         when it has ``reseed``) from ``(seed, rank, DataLoader worker)``, once per process. DataLoader workers
         start from copies of one dataset: without this they would draw the same sequences; and an unseeded
         augmentation made a run unrepeatable from ``train.seed``. Called by ``__getitem__``."""
-        key = _process_key()
+        key = process_key()
         if key == self._stream:
             return
         ss = np.random.SeedSequence([int(self.seed), *key])

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kaggle_kit.data.cache import Cache
-from kaggle_kit.data.dataset25d import normalise, volume_scale
+from kaggle_kit.data.dataset25d import normalise, process_key, volume_scale
 from kaggle_kit.data.bitmask import bits_to_channels, channels_to_bits  # noqa: F401  (re-exported)
 from kaggle_kit.data.raw import CLASSES
 
@@ -304,9 +304,12 @@ class VolumeDataset3D:
         return item
 
     def _sample_rng(self, i: int):
-        # one stream per (seed, index, call number): deterministic for a given sampler order, also in workers
+        # one stream per (seed, process, index, call number): deterministic for a given sampler order and torch
+        # seed. The process key (rank, DataLoader worker, the worker's torch seed) keeps workers apart: each
+        # starts from a copy of this dataset with the call count at 0, and non-persistent workers restart it
+        # every epoch, so (seed, index, calls) alone repeated streams across workers and epochs.
         self._calls += 1
-        return np.random.default_rng((self.seed, i, self._calls))
+        return np.random.default_rng((int(self.seed), *process_key(), i, self._calls))
 
     def __getitem__(self, i: int) -> dict:
         spv = self.samples_per_volume if self.patch is not None else 1
