@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "UserError", "atomic_path", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "remove_stale_temps",
+    "UserError", "atomic_path", "atomic_save_figure", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "remove_stale_temps",
     "staged_dir", "short_hash", "progress", "did_you_mean", "sha256_file",
 ]
 
@@ -85,6 +85,17 @@ def atomic_path(path: str | Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_save_figure(fig, path: str | Path, dpi: int = 90) -> Path:
+    """Save a matplotlib figure as PNG through :func:`atomic_path`, then close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def atomic_save_npy(path: str | Path, arr: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from kaggle_kit.io.probmaps import list_case_days, read_probmap
 from kaggle_kit.metric.breakdown import LossBreakdown, format_breakdown
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.ensemble import SPLITS, fuse_case_day, load_ensemble_config
-from kaggle_kit.utils import atomic_path, progress
+from kaggle_kit.utils import atomic_save_figure, progress
 
 
 def plot_heights(res: dict, path) -> Path:
@@ -50,11 +50,7 @@ def plot_heights(res: dict, path) -> Path:
     axes[0][0].set_ylabel("recall")
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kaggle_kit.data.raw import CLASSES
-from kaggle_kit.utils import atomic_path, atomic_write_json
+from kaggle_kit.utils import atomic_save_figure, atomic_write_json
 
 __all__ = [
     "class_report",
@@ -163,11 +163,7 @@ def plot_pr_curves(truth: np.ndarray, probs: np.ndarray, path, threshold: float 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return path
+    return atomic_save_figure(fig, path)
 
 
 def format_report(rep: dict, name: str = "") -> str:
