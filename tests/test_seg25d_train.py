@@ -67,6 +67,45 @@ def test_train_then_predict_oof_in_raw_geometry(synth_cache, trained_seg25d):
                                store.read("tiny_cpu", "oof", cd) / 255.0, atol=1 / 255 + 1e-4)
 
 
+def test_stride_tta_is_the_mean_of_single_step_maps(synth_cache, trained_seg25d, tmp_path):
+    """predict.strides: the map is the mean of the maps of stacks built with each slice step; [2] is the
+    checkpoint's own step (data.stride 2); another step reaches the input; predict.py records the steps in the
+    manifest and writes those averaged maps; the bundle's predictor factory takes the same keyword."""
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.families.seg25d.api import make_predictor
+    from kaggle_kit.families.seg25d.predict import Predictor25D
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    wd = trained_seg25d["work_root"] / "seg25d/tiny_cpu/fold0"
+    cache = Cache(synth_cache)
+    cd = cache.case_days("test")[0]
+    base = Predictor25D(wd / "last.pth", device="cpu")
+    p_def = base(cache, "test", cd)
+    pres_def = base.last_presence
+    s2 = Predictor25D(wd / "last.pth", device="cpu", strides=[2])
+    s3 = Predictor25D(wd / "last.pth", device="cpu", strides=[3])
+    both = make_predictor(wd / "last.pth", device="cpu", strides=[2, 3])
+    p2, p3, p23 = s2(cache, "test", cd), s3(cache, "test", cd), both(cache, "test", cd)
+    assert base.strides == (2,) and both.strides == (2, 3)
+    np.testing.assert_array_equal(p2, p_def)
+    assert np.abs(p3 - p2).max() > 1e-3  # the step reaches the stacks
+    np.testing.assert_allclose(p23, 0.5 * (p2 + p3), atol=1e-5)
+    np.testing.assert_allclose(both.last_presence, 0.5 * (pres_def + s3.last_presence), atol=1e-5)
+    with pytest.raises(ValueError, match="strides"):
+        Predictor25D(wd / "last.pth", device="cpu", strides=[0])
+    # the tool: the same averaged maps (uint8), the steps in the manifest for the bundle and the notebook
+    import shutil
+
+    preds = tmp_path / "preds"
+    shutil.copytree(wd, tmp_path / "work/seg25d/tiny_z/fold0")
+    ov = [o for o in trained_seg25d["overrides"] if o.split("=")[0] not in ("pred_root", "work_root")]
+    run_tool("predict.py", trained_seg25d["config"], "--split", "test", "--folds", "0", *ov, f"pred_root={preds}",
+             f"work_root={tmp_path / 'work'}", "exp=tiny_z", "predict.strides=[2, 3]")
+    store = ProbMapStore(preds)
+    assert store.manifest("tiny_z", "test")["predictor"] == {"strides": [2, 3]}
+    np.testing.assert_allclose(store.read("tiny_z", "test", cd) / 255.0, p23, atol=1 / 255 + 1e-4)
+
+
 def test_strict_config_errors_from_cli(synth_cache, tmp_path):
     p = run_tool("train.py", ROOT / "configs/seg25d/tiny_cpu.yaml", "--fold", 0, "train.epoch=2", check=False)
     assert p.returncode == 2 and "did you mean 'train.epochs'" in p.stderr

@@ -21,21 +21,24 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
 def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> dict:
     from kaggle_kit.families.seg25d.predict import Predictor25D
     p = cfg["predict"]
+    strides = [int(v) for v in (p.get("strides") or ())]
     return predict_split(
         family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
         pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
-        make_predictor=lambda ck: Predictor25D(ck, batch_size=p["batch_size"], tta=p["tta"]),
+        make_predictor=lambda ck: Predictor25D(ck, batch_size=p["batch_size"], tta=p["tta"], strides=strides),
         aux_exp=f"{exp}_aux" if (aux and cfg["model"].get("aux_head")) else None,
         boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
+        predictor_kwargs={"strides": strides} if strides else None,  # the notebook averages the same steps
     )
 
 
-def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=None):
+def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=None, strides=None):
     """A loaded model: ``pred(cache, split, case_day)`` -> float32 (D, C, H, W) in raw geometry
-    (and ``pred.last_presence`` (D, C) from the aux head, if any). Loads with weights_only=True."""
+    (and ``pred.last_presence`` (D, C) from the aux head, if any). Loads with weights_only=True.
+    ``strides``: the slice steps averaged (``predict.strides``; None: the checkpoint's ``data.stride``)."""
     from kaggle_kit.families.seg25d.predict import Predictor25D
 
-    return Predictor25D(ckpt_path, device=device, batch_size=batch_size, tta=tta)
+    return Predictor25D(ckpt_path, device=device, batch_size=batch_size, tta=tta, strides=strides)
 
 
 def runtime_deps(model_cfg) -> tuple[str, ...]:

@@ -1,9 +1,12 @@
 """Prediction of the 2.5D family: probability maps in raw geometry and slice order.
 
 Works from self-describing inference checkpoints only (no YAML): the checkpoint's meta rebuilds the net
-and the input pipeline. Several checkpoints (folds) are averaged; ``tta="hflip"`` adds flipped inputs.
+and the input pipeline. Several checkpoints (folds) are averaged; ``tta="hflip"`` adds flipped inputs;
+``strides`` (slice-step TTA) averages the maps of stacks built with each of several slice steps.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -20,9 +23,14 @@ __all__ = ["Predictor25D", "predict_volume"]
 
 class Predictor25D:
     """One loaded model + its input pipeline. ``__call__(cache, split, case_day)`` -> float32 (D, C, H, W)
-    probabilities in raw geometry (aux presence head, if any, in ``last_presence`` as (D, C))."""
+    probabilities in raw geometry (aux presence head, if any, in ``last_presence`` as (D, C)).
 
-    def __init__(self, ckpt_path, device=None, batch_size: int = 32, tta: str = "none", channels_last: bool = True):
+    ``strides``: slice steps of the stacks whose maps are averaged (each costs one forward pass per slice);
+    None or empty = the checkpoint's own ``data.stride``. A net trained with ``data.stride_train`` has seen
+    every step of that list, so each is an input it knows: the average is a test-time augmentation along z."""
+
+    def __init__(self, ckpt_path, device=None, batch_size: int = 32, tta: str = "none", channels_last: bool = True,
+                 strides=None):
         import torch
 
 
@@ -40,6 +48,9 @@ class Predictor25D:
         if tta not in ("none", "hflip"):
             raise KeyError(f"unknown tta {tta!r}; options: ['none', 'hflip']")
         self.tta = tta
+        self.strides = tuple(int(v) for v in (strides or ())) or (self.ds_kwargs["stack"].stride,)
+        if any(v < 1 for v in self.strides):
+            raise ValueError(f"strides must be positive slice steps, got {list(self.strides)}")
         self.classes = meta["classes"]
         self.last_presence = None
 
@@ -69,15 +80,21 @@ class Predictor25D:
         out = np.zeros((D, len(self.classes), H, W), np.float32)
         pres = np.zeros((D, len(self.classes)), np.float32)
         has_aux = False
+        stacks = [replace(ds.stack, stride=s) for s in self.strides]
         for b in range(0, D, self.batch_size):
             chunk = list(range(b, min(D, b + self.batch_size)))
             geoms = [ds.geometry(case_day, z, img) for z in chunk]
-            x = np.stack([ds.inputs(case_day, z, img, g) for z, g in zip(chunk, geoms)])
-            p, a = self._forward(torch.from_numpy(x).to(self.device))
+            p = a = None
+            for st in stacks:  # mean over the slice steps, on the canvas (one geometry per slice)
+                x = np.stack([ds.inputs(case_day, z, img, g, stack=st) for z, g in zip(chunk, geoms)])
+                ps, as_ = self._forward(torch.from_numpy(x).to(self.device))
+                p = ps if p is None else p + ps
+                a = as_ if a is None else (a + as_ if as_ is not None else a)
+            p /= len(stacks)
             for i, (z, g) in enumerate(zip(chunk, geoms)):
                 out[z] = g.inverse(p[i])
             if a is not None:
-                pres[chunk] = a
+                pres[chunk] = a / len(stacks)
                 has_aux = True
         self.last_presence = pres if has_aux else None
         return out
