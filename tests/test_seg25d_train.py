@@ -106,6 +106,26 @@ def test_stride_tta_is_the_mean_of_single_step_maps(synth_cache, trained_seg25d,
     np.testing.assert_allclose(store.read("tiny_z", "test", cd) / 255.0, p23, atol=1 / 255 + 1e-4)
 
 
+def test_fold_all_trains_on_every_case_day_and_predicts_test(synth_cache, tmp_path):
+    """``--fold all`` (README: one model on every case): every train case-day trains, none validates, and its
+    test maps are written with ``trained_on_all`` (until session 12 fold_case_days crashed on "all")."""
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.data.dataset25d import fold_case_days
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    cache = Cache(synth_cache)
+    assert fold_case_days(cache, "all", "train") == list(dict.fromkeys(cache.index("train")["case_day"]))
+    assert fold_case_days(cache, "all", "val") == []
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    ov = _overrides(synth_cache, tmp_path)
+    run_tool("train.py", cfg, "--fold", "all", *ov)
+    assert (tmp_path / "work/seg25d/tiny_cpu/foldall/done.json").is_file()
+    run_tool("predict.py", cfg, "--split", "test", "--folds", "all", *ov)
+    store = ProbMapStore(tmp_path / "preds")
+    assert store.manifest("tiny_cpu", "test")["trained_on_all"] is True
+    assert sorted(store.case_days("tiny_cpu", "test")) == sorted(cache.case_days("test"))
+
+
 def test_strict_config_errors_from_cli(synth_cache, tmp_path):
     p = run_tool("train.py", ROOT / "configs/seg25d/tiny_cpu.yaml", "--fold", 0, "train.epoch=2", check=False)
     assert p.returncode == 2 and "did you mean 'train.epochs'" in p.stderr

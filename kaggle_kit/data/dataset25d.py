@@ -126,7 +126,7 @@ def fold_case_days(cache: Cache, fold: int | str, part: str) -> list[str]:
         sel = np.ones(len(idx), bool) if part == "train" else np.zeros(len(idx), bool)
     else:
         sel = (folds != int(fold)) if part == "train" else (folds == int(fold))
-    return list(dict.fromkeys(idx.loc[sel.to_numpy(), "case_day"]))
+    return list(dict.fromkeys(idx.loc[np.asarray(sel, bool), "case_day"]))
 
 
 @dataclass
