@@ -89,7 +89,7 @@ class Predictor25D:
                 x = np.stack([ds.inputs(case_day, z, img, g, stack=st) for z, g in zip(chunk, geoms)])
                 ps, as_ = self._forward(torch.from_numpy(x).to(self.device))
                 p = ps if p is None else p + ps
-                a = as_ if a is None else (a + as_ if as_ is not None else a)
+                a = as_ if a is None else a + as_  # the aux head is there for every step or for none
             p /= len(stacks)
             for i, (z, g) in enumerate(zip(chunk, geoms)):
                 out[z] = g.inverse(p[i])
