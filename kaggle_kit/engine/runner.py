@@ -1,7 +1,8 @@
 """Build and run mmengine's Runner for one fold of a torch family.
 
 Families provide the pieces (net, loss, datasets, validation metric, checkpoint meta); this module maps
-the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) on CUDA, channels_last
+the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) on CUDA, bf16 autocast on a
+CPU that has it natively (``train.cpu_bf16``), channels_last
 (NHWC for 2D nets, NDHWC for 3D ones; on CPU too, see ``benchmarks/bench_channels_last.py``), EMA,
 checkpoints every epoch (resume with ``resume=True``), TensorBoard + JSON + CSV logs, DDP when launched
 by ``torchrun`` (gloo on CPU, nccl on CUDA).
@@ -17,7 +18,7 @@ from kaggle_kit.engine.checkpoint import enable_resume_loader
 from kaggle_kit.engine.hooks import CSVLogHook, ExportHook
 from kaggle_kit.engine.model import TaskModel
 
-__all__ = ["build_runner", "dist_launcher", "seed_init", "train_defaults"]
+__all__ = ["build_runner", "dist_launcher", "optim_wrapper_type", "seed_init", "train_defaults"]
 
 
 def train_defaults() -> dict:
@@ -46,6 +47,21 @@ def seed_init(train_cfg: dict) -> int:
     return seed
 
 
+def optim_wrapper_type(t: dict, cuda: bool) -> str:
+    """mmengine optimiser wrapper for a resolved ``train`` section: AMP on CUDA (``amp``), bf16 autocast on a
+    CPU with native bf16 (``cpu_bf16``; see ``kaggle_kit.engine.cpu_amp``), else plain fp32."""
+    if cuda:
+        return "AmpOptimWrapper" if t["amp"] else "OptimWrapper"
+    if t.get("cpu_bf16"):
+        from kaggle_kit.engine.cpu_amp import cpu_bf16_native, register_cpu_bf16_wrapper
+
+        if cpu_bf16_native():
+            print("[train] train.cpu_bf16: bf16 autocast for the training steps (native bf16 on this CPU)", flush=True)
+            return register_cpu_bf16_wrapper()
+        print("[train] train.cpu_bf16: this CPU has no native bf16 (AVX512-BF16/AMX); training in fp32", flush=True)
+    return "OptimWrapper"
+
+
 def dist_launcher() -> str:
     return "pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
 
@@ -72,7 +88,7 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
         optimizer = dict(type="SGD", lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"], nesterov=True)
     else:
         raise KeyError(f"unknown optimizer {t['optimizer']!r}; options: ['adamw', 'sgd']")
-    optim_wrapper = dict(type="AmpOptimWrapper" if (cuda and t["amp"]) else "OptimWrapper", optimizer=optimizer)
+    optim_wrapper = dict(type=optim_wrapper_type(t, cuda), optimizer=optimizer)
     if t["grad_clip"]:
         optim_wrapper["clip_grad"] = dict(max_norm=float(t["grad_clip"]))
     n_iter_epoch = max(1, len(train_ds) // max(1, t["batch_size"]))
