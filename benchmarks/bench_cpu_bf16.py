@@ -48,7 +48,7 @@ def main() -> int:
         nets = {"fp32": net, "bf16": copy.deepcopy(net)}
         opts = {k: torch.optim.AdamW(n.parameters(), lr=1e-4) for k, n in nets.items()}
 
-        def step(k):
+        def step(k, nets=nets, opts=opts, x=x):
             opts[k].zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=k == "bf16"):
                 loss = _loss(nets[k](x))

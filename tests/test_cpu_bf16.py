@@ -1,6 +1,5 @@
 """train.cpu_bf16: bf16 autocast of CPU training steps (kaggle_kit.engine.cpu_amp) and its selection."""
 import numpy as np
-import pytest
 
 from .conftest import ROOT, TINY_SEG, run_tool
 
