@@ -158,7 +158,7 @@ def test_time_budget_sheds_tta_then_lowest_weight_member(bundle, synth_root, tmp
 
     shed = summary_of(text)["shed"]
     assert len(shed) == 3, shed
-    assert shed[0].startswith("after 1 case-days") and "flip TTA off (tiny_b, tiny_cpu)" in shed[0]
+    assert shed[0].startswith("after 1 case-days") and "TTA off (tiny_b, tiny_cpu)" in shed[0]
     assert "member 'tiny_b' dropped (lowest weight)" in shed[1]
     assert "nothing left to shed" in shed[2]  # tiny_cpu is the last pixel member: kept
     assert all(f"TIME BUDGET: {s}" in text for s in shed)
@@ -413,3 +413,22 @@ def test_install_cell_names_failing_wheels_and_raises_in_public_run(tmp_path):
     assert "FAILED wheel zz_bad-1.0-py3-none-any.whl" in text
     assert "not-bundled-dep>=1 (needed by tinydep)" in text
     assert "RuntimeError: install failed" in text and "No module named 'kaggle_kit'" in text
+
+
+def test_shed_plan_counts_each_tta_by_its_passes():
+    """Turning TTA off saves 1/2 of a flip member's time and 2/3 of a gamma member's (3 passes); the member
+    drop after it is costed at one pass. Hand-checked numbers."""
+    from types import SimpleNamespace
+
+    from kaggle_kit.deploy.infer import LoadedMember, _shed_plan
+    from kaggle_kit.post.ensemble import parse_ensemble_config
+
+    cfg = parse_ensemble_config({"members": [{"exp": "a", "kind": "pixel", "weight": 1.0},
+                                             {"exp": "b", "kind": "pixel", "weight": 0.5}], "threshold": 0.5})
+    ms = [LoadedMember("a", "pixel", [SimpleNamespace(tta="hflip")]),
+          LoadedMember("b", "pixel", [SimpleNamespace(tta="gamma")])]
+    assert [m.tta_passes for m in ms] == [2, 3]
+    steps = _shed_plan(ms, cfg, {"a": 40.0, "b": 60.0}, n_done=2)  # 20 s and 30 s per case-day
+    assert steps[0][:2] == ("tta", "a, b") and steps[0][2] == pytest.approx(20 / 2 + 30 * 2 / 3)
+    assert steps[1][:2] == ("lowest_weight_member", "b") and steps[1][2] == pytest.approx(30 / 3)
+    assert len(steps) == 2  # a is the last pixel member: never dropped

@@ -225,3 +225,40 @@ def test_csv_log_keeps_validation_columns_that_appear_later(tmp_path):
     assert list(df["epoch"]) == [1, 2, 3, 4, 5] and list(df["train_loss"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert df["val/score"].isna().tolist() == [True, False, True, False, False]
     assert df["val/score"].dropna().round(6).tolist() == [0.6, 0.8, 0.9]
+
+
+def test_gamma_tta_is_the_mean_over_the_light_int_gammas(synth_cache, trained_seg25d, tmp_path):
+    """predict.tta=gamma: maps and aux presence are the mean of the net's outputs on the stacks raised to the
+    gammas 1, 1/1.25 and 1.25 (light_int's range), computed here by hand through the no-TTA predictor; the
+    tool records the TTA in the manifest (the bundle and the notebook read it there)."""
+    import torch
+
+    from kaggle_kit.data.cache import Cache
+    from kaggle_kit.families.seg25d.predict import Predictor25D, gamma_tta_values
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    assert gamma_tta_values() == (1.0, 0.8, 1.25)
+    wd = trained_seg25d["work_root"] / "seg25d/tiny_cpu/fold0"
+    plain = Predictor25D(wd / "last.pth", device="cpu")
+    gam = Predictor25D(wd / "last.pth", device="cpu", tta="gamma")
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-0.1, 1.4, (3, 3, 32, 32)).astype(np.float32))
+    ref = [plain._forward(x.clamp(min=0) ** g if g != 1.0 else x) for g in (1.0, 0.8, 1.25)]
+    p, a = gam._forward(x)
+    np.testing.assert_allclose(p, np.mean([r[0] for r in ref], axis=0), atol=1e-6)
+    np.testing.assert_allclose(a, np.mean([r[1] for r in ref], axis=0), atol=1e-6)
+    assert np.abs(ref[1][0] - ref[0][0]).max() > 1e-4  # the gamma reaches the net's output
+    with pytest.raises(KeyError, match="gamma"):
+        Predictor25D(wd / "last.pth", device="cpu", tta="vflip")
+    # whole volumes through the tool: the manifest names the TTA, the maps are the predictor's
+    import shutil
+
+    cache = Cache(synth_cache)
+    cd = cache.case_days("test")[0]
+    preds = tmp_path / "preds"
+    shutil.copytree(wd, tmp_path / "work/seg25d/tiny_g/fold0")
+    ov = [o for o in trained_seg25d["overrides"] if o.split("=")[0] not in ("pred_root", "work_root")]
+    run_tool("predict.py", trained_seg25d["config"], "--split", "test", "--folds", "0", *ov, f"pred_root={preds}",
+             f"work_root={tmp_path / 'work'}", "exp=tiny_g", "predict.tta=gamma")
+    store = ProbMapStore(preds)
+    assert store.manifest("tiny_g", "test")["tta"] == "gamma"
+    np.testing.assert_allclose(store.read("tiny_g", "test", cd) / 255.0, gam(cache, "test", cd), atol=1 / 255 + 1e-4)

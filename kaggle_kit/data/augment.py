@@ -42,10 +42,13 @@ def _strong(hflip: float = 0.5):
     return _baseline(hflip) + [RandomIntensity(brightness=0.15, contrast=0.15, gamma=0.0, p=0.5)]
 
 
+LIGHT_INT_GAMMA = 0.25  # light_int's gamma range: g in [1 / 1.25, 1.25] (also the 2.5D family's gamma TTA)
+
+
 def _light_int(hflip: float = 0.5):
     """light + gamma, contrast and brightness per sample: organ intensities that sit elsewhere on a new case
     (the CPU preset's 2.5D member; README, "Session 8")."""
-    return _light(hflip) + [RandomIntensity(brightness=0.1, contrast=0.15, gamma=0.25, p=0.5)]
+    return _light(hflip) + [RandomIntensity(brightness=0.1, contrast=0.15, gamma=LIGHT_INT_GAMMA, p=0.5)]
 
 
 RECIPES = {"none": None, "light": _light, "light_int": _light_int, "baseline": _baseline, "strong": _strong}

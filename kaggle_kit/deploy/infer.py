@@ -20,7 +20,7 @@ Two runs, two policies:
 Time budget (``time_budget_h``, default 8 h of Kaggle's 9): after ``budget_check_after`` case-days, and after
 every case-day from then on, the total run time is projected from the case-days measured since the last
 change. Over budget, work is shed in the order of :data:`SHED_ORDER` until the estimate (from each member's
-measured seconds) fits: flip TTA off, then members of lowest ensemble weight (never the last pixel member;
+measured seconds) fits: TTA off (flips, the 2.5D gamma TTA), then members of lowest ensemble weight (never the last pixel member;
 a pixel member's aux classifier goes with it; a detector nobody needs any more stops running). Each step is
 logged and listed in the summary's ``shed``.
 
@@ -64,6 +64,7 @@ log = logging.getLogger("kaggle_kit.infer")
 KAGGLE_LIMIT_H = 9.0
 #: what the time budget sheds, in this order
 SHED_ORDER = ("tta", "lowest_weight_member")
+TTA_PASSES = {"hflip": 2, "gamma": 3}  # forward passes per input of each TTA (others: 2, as a flip)
 
 
 class InferenceError(RuntimeError):
@@ -186,6 +187,11 @@ class LoadedMember:
     @property
     def tta(self) -> list[str]:
         return sorted({getattr(p, "tta", "none") for p in self.predictors} - {"none"})
+
+    @property
+    def tta_passes(self) -> int:
+        """Forward passes per input under its TTA: 2 for flips (hflip), 3 for the 2.5D gamma TTA, 1 without."""
+        return max([TTA_PASSES.get(t, 2) for t in self.tta] or [1])
 
 
 def _crop_detector(predictors) -> str | None:
@@ -314,8 +320,9 @@ def _shed_plan(members: list[LoadedMember], cfg, seconds: dict, n_done: int) -> 
     per_cd = {k: v / max(n_done, 1) for k, v in seconds.items()}
     steps = []
     tta = [m for m in members if m.tta]
-    if tta:  # flipped inputs double a member's forward passes: about half its time
-        steps.append(("tta", ", ".join(sorted(m.name for m in tta)), sum(per_cd.get(m.name, 0.0) / 2 for m in tta)))
+    if tta:  # TTA multiplies a member's forward passes (flips 2x, gamma 3x): turning it off saves 1 - 1/passes
+        steps.append(("tta", ", ".join(sorted(m.name for m in tta)),
+                      sum(per_cd.get(m.name, 0.0) * (1 - 1 / m.tta_passes) for m in tta)))
     own = [m for m in members if m.predictors and m.kind in ("pixel", "classifier")]
     n_pixel = sum(m.kind == "pixel" for m in own)
     for m in sorted(own, key=lambda m: (_member_weight(cfg, m.name), m.name)):
@@ -323,7 +330,7 @@ def _shed_plan(members: list[LoadedMember], cfg, seconds: dict, n_done: int) -> 
             if n_pixel <= 1:
                 continue  # never the last pixel member
             n_pixel -= 1
-        cost = per_cd.get(m.name, 0.0) / (2 if m.tta else 1)
+        cost = per_cd.get(m.name, 0.0) / m.tta_passes
         users = [u for u in own if u.boxes_from and u.boxes_from == m.boxes_from]
         if m.boxes_from and len(users) == 1:  # its detector stops running with it
             cost += per_cd.get(m.boxes_from, 0.0)
@@ -426,7 +433,7 @@ class _Budget:
                 break
             members = _apply_shed(step, target, members)
             saved += per_cd
-            what = f"flip TTA off ({target})" if step == "tta" else f"member {target!r} dropped (lowest weight)"
+            what = f"TTA off ({target})" if step == "tta" else f"member {target!r} dropped (lowest weight)"
             shed.append(f"after {done} case-days: projected {proj_h:.2f} h > budget {budget:g} h: {what}")
             _say(f"TIME BUDGET: {shed[-1]}", warn=True)
         if saved:

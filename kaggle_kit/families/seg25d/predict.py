@@ -1,7 +1,8 @@
 """Prediction of the 2.5D family: probability maps in raw geometry and slice order.
 
 Works from self-describing inference checkpoints only (no YAML): the checkpoint's meta rebuilds the net
-and the input pipeline. Several checkpoints (folds) are averaged; ``tta="hflip"`` adds flipped inputs;
+and the input pipeline. Several checkpoints (folds) are averaged; ``tta="hflip"`` adds flipped inputs,
+``tta="gamma"`` the inputs under gamma 1 / 1.25 and 1.25 (the ends of the ``light_int`` recipe's range);
 ``strides`` (slice-step TTA) averages the maps of stacks built with each of several slice steps.
 """
 from __future__ import annotations
@@ -18,7 +19,18 @@ from kaggle_kit.families.seg25d.train import build_net
 from kaggle_kit.engine.layout import to_channels_last
 from kaggle_kit.engine.layout import channels_last
 
-__all__ = ["Predictor25D", "predict_volume"]
+__all__ = ["Predictor25D", "TTAS", "gamma_tta_values", "predict_volume"]
+
+TTAS = ("none", "hflip", "gamma")
+
+
+def gamma_tta_values() -> tuple[float, ...]:
+    """The gammas whose maps ``tta="gamma"`` averages: identity and the two ends of the range the
+    ``light_int`` recipe trains with, so every input is one the net has seen (a member trained without
+    intensity augmentation has not: measure before using it there)."""
+    from kaggle_kit.data.augment import LIGHT_INT_GAMMA
+
+    return (1.0, 1.0 / (1.0 + LIGHT_INT_GAMMA), 1.0 + LIGHT_INT_GAMMA)
 
 
 class Predictor25D:
@@ -45,8 +57,8 @@ class Predictor25D:
             to_channels_last(self.net)
         self.ds_kwargs = dataset_kwargs(meta["data"])
         self.batch_size = batch_size
-        if tta not in ("none", "hflip"):
-            raise KeyError(f"unknown tta {tta!r}; options: ['none', 'hflip']")
+        if tta not in TTAS:
+            raise KeyError(f"unknown tta {tta!r}; options: {list(TTAS)}")
         self.tta = tta
         self.strides = tuple(int(v) for v in (strides or ())) or (self.ds_kwargs["stack"].stride,)
         if any(v < 1 for v in self.strides):
@@ -69,6 +81,14 @@ class Predictor25D:
                 p2, a2 = run(torch.flip(x, dims=[-1]))
                 p = 0.5 * (p + torch.flip(p2, dims=[-1]))
                 a = None if a is None else 0.5 * (a + a2)
+            elif self.tta == "gamma":  # kaggle_kit.data.augment.intensity with c=1, b=0: max(x, 0) ** g
+                gs = gamma_tta_values()
+                for g in gs[1:]:
+                    p2, a2 = run(torch.clamp(x, min=0).pow(g))
+                    p = p + p2
+                    a = None if a is None else a + a2
+                p = p / len(gs)
+                a = None if a is None else a / len(gs)
         return p.cpu().numpy(), None if a is None else a.cpu().numpy()
 
     def __call__(self, cache: Cache, split: str, case_day: str, boxes=None) -> np.ndarray:
