@@ -67,6 +67,20 @@ def test_train_then_predict_oof_in_raw_geometry(synth_cache, trained_seg25d):
                                store.read("tiny_cpu", "oof", cd) / 255.0, atol=1 / 255 + 1e-4)
 
 
+def _predict_test_as(trained, tmp_path, exp: str, *extra):
+    """The fixture's fold-0 model copied to experiment ``exp`` and its test split predicted by the tool with
+    ``extra`` overrides; returns the store of those maps (tmp_path/preds)."""
+    import shutil
+
+    from kaggle_kit.io.probmaps import ProbMapStore
+
+    shutil.copytree(trained["work_root"] / "seg25d/tiny_cpu/fold0", tmp_path / f"work/seg25d/{exp}/fold0")
+    ov = [o for o in trained["overrides"] if o.split("=")[0] not in ("pred_root", "work_root")]
+    run_tool("predict.py", trained["config"], "--split", "test", "--folds", "0", *ov,
+             f"pred_root={tmp_path / 'preds'}", f"work_root={tmp_path / 'work'}", f"exp={exp}", *extra)
+    return ProbMapStore(tmp_path / "preds")
+
+
 def test_stride_tta_is_the_mean_of_single_step_maps(synth_cache, trained_seg25d, tmp_path):
     """predict.strides: the map is the mean of the maps of stacks built with each slice step; [2] is the
     checkpoint's own step (data.stride 2); another step reaches the input; predict.py records the steps in the
@@ -74,7 +88,6 @@ def test_stride_tta_is_the_mean_of_single_step_maps(synth_cache, trained_seg25d,
     from kaggle_kit.data.cache import Cache
     from kaggle_kit.families.seg25d.api import make_predictor
     from kaggle_kit.families.seg25d.predict import Predictor25D
-    from kaggle_kit.io.probmaps import ProbMapStore
 
     wd = trained_seg25d["work_root"] / "seg25d/tiny_cpu/fold0"
     cache = Cache(synth_cache)
@@ -94,14 +107,7 @@ def test_stride_tta_is_the_mean_of_single_step_maps(synth_cache, trained_seg25d,
     with pytest.raises(ValueError, match="strides"):
         Predictor25D(wd / "last.pth", device="cpu", strides=[0])
     # the tool: the same averaged maps (uint8), the steps in the manifest for the bundle and the notebook
-    import shutil
-
-    preds = tmp_path / "preds"
-    shutil.copytree(wd, tmp_path / "work/seg25d/tiny_z/fold0")
-    ov = [o for o in trained_seg25d["overrides"] if o.split("=")[0] not in ("pred_root", "work_root")]
-    run_tool("predict.py", trained_seg25d["config"], "--split", "test", "--folds", "0", *ov, f"pred_root={preds}",
-             f"work_root={tmp_path / 'work'}", "exp=tiny_z", "predict.strides=[2, 3]")
-    store = ProbMapStore(preds)
+    store = _predict_test_as(trained_seg25d, tmp_path, "tiny_z", "predict.strides=[2, 3]")
     assert store.manifest("tiny_z", "test")["predictor"] == {"strides": [2, 3]}
     np.testing.assert_allclose(store.read("tiny_z", "test", cd) / 255.0, p23, atol=1 / 255 + 1e-4)
 
@@ -235,7 +241,6 @@ def test_gamma_tta_is_the_mean_over_the_light_int_gammas(synth_cache, trained_se
 
     from kaggle_kit.data.cache import Cache
     from kaggle_kit.families.seg25d.predict import Predictor25D, gamma_tta_values
-    from kaggle_kit.io.probmaps import ProbMapStore
 
     assert gamma_tta_values() == (1.0, 0.8, 1.25)
     wd = trained_seg25d["work_root"] / "seg25d/tiny_cpu/fold0"
@@ -250,15 +255,8 @@ def test_gamma_tta_is_the_mean_over_the_light_int_gammas(synth_cache, trained_se
     with pytest.raises(KeyError, match="gamma"):
         Predictor25D(wd / "last.pth", device="cpu", tta="vflip")
     # whole volumes through the tool: the manifest names the TTA, the maps are the predictor's
-    import shutil
-
     cache = Cache(synth_cache)
     cd = cache.case_days("test")[0]
-    preds = tmp_path / "preds"
-    shutil.copytree(wd, tmp_path / "work/seg25d/tiny_g/fold0")
-    ov = [o for o in trained_seg25d["overrides"] if o.split("=")[0] not in ("pred_root", "work_root")]
-    run_tool("predict.py", trained_seg25d["config"], "--split", "test", "--folds", "0", *ov, f"pred_root={preds}",
-             f"work_root={tmp_path / 'work'}", "exp=tiny_g", "predict.tta=gamma")
-    store = ProbMapStore(preds)
+    store = _predict_test_as(trained_seg25d, tmp_path, "tiny_g", "predict.tta=gamma")
     assert store.manifest("tiny_g", "test")["tta"] == "gamma"
     np.testing.assert_allclose(store.read("tiny_g", "test", cd) / 255.0, gam(cache, "test", cd), atol=1 / 255 + 1e-4)
