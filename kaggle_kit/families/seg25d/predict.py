@@ -2,7 +2,7 @@
 
 Works from self-describing inference checkpoints only (no YAML): the checkpoint's meta rebuilds the net
 and the input pipeline. Several checkpoints (folds) are averaged; ``tta="hflip"`` adds flipped inputs,
-``tta="gamma"`` the inputs under gamma 1 / 1.25 and 1.25 (the ends of the ``light_int`` recipe's range);
+``tta="gamma"`` also the inputs under gamma 0.8 (1 / 1.25) and 1.25 (the ends of the ``light_int`` range);
 ``strides`` (slice-step TTA) averages the maps of stacks built with each of several slice steps.
 """
 from __future__ import annotations
