@@ -60,6 +60,7 @@ class Predictor25D:
         if tta not in TTAS:
             raise KeyError(f"unknown tta {tta!r}; options: {list(TTAS)}")
         self.tta = tta
+        self.gammas = gamma_tta_values()  # read once, used per batch when tta == "gamma"
         self.strides = tuple(int(v) for v in (strides or ())) or (self.ds_kwargs["stack"].stride,)
         if any(v < 1 for v in self.strides):
             raise ValueError(f"strides must be positive slice steps, got {list(self.strides)}")
@@ -82,7 +83,7 @@ class Predictor25D:
                 p = 0.5 * (p + torch.flip(p2, dims=[-1]))
                 a = None if a is None else 0.5 * (a + a2)
             elif self.tta == "gamma":  # kaggle_kit.data.augment.intensity with c=1, b=0: max(x, 0) ** g
-                gs = gamma_tta_values()
+                gs = self.gammas
                 for g in gs[1:]:
                     p2, a2 = run(torch.clamp(x, min=0).pow(g))
                     p = p + p2
