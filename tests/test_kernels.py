@@ -107,20 +107,63 @@ def test_keep_range_semantics():
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("conn", [4, 8])
-def test_remove_small_2d_equals_twin(shape, conn):
+@pytest.mark.parametrize("never_empty", [False, True])
+def test_remove_small_2d_equals_twin(shape, conn, never_empty):
     rng = np.random.default_rng(3)
     bits, counts = _bits(rng, shape)
-    min_area = rng.integers(0, 6, shape[1])
-    _inplace_pair(K.remove_small_2d, K.remove_small_2d_numpy, bits, counts, min_area, conn)
+    # small minimums, and large ones that every component of a class can fall under (the guard then binds)
+    for min_area in (rng.integers(0, 6, shape[1]), rng.integers(0, 40, shape[1])):
+        _inplace_pair(K.remove_small_2d, K.remove_small_2d_numpy, bits, counts, min_area, conn, never_empty)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("conn", [4, 8])
-def test_remove_small_3d_equals_twin(shape, conn):
+@pytest.mark.parametrize("never_empty", [False, True])
+def test_remove_small_3d_equals_twin(shape, conn, never_empty):
     rng = np.random.default_rng(4)
     bits, counts = _bits(rng, shape, p=0.35)
-    min_vol = rng.integers(0, 12, shape[1])
-    _inplace_pair(K.remove_small_3d, K.remove_small_3d_numpy, bits, counts, min_vol, conn)
+    for min_vol in (rng.integers(0, 12, shape[1]), rng.integers(0, 200, shape[1])):
+        _inplace_pair(K.remove_small_3d, K.remove_small_3d_numpy, bits, counts, min_vol, conn, never_empty)
+
+
+def _specks():
+    """Class 0: a 2-pixel and a 3-pixel piece on slice 0, a 3-pixel piece and a single pixel on slice 2 (every
+    2D and 3D component under 5); class 1: a 6-pixel piece on slice 1. Drawn by hand."""
+    bits = np.zeros((3, 6, 6), np.uint8)
+    bits[0, 0, 0:2] = 1
+    bits[0, 4, 2:5] = 1
+    bits[2, 1:4, 5] = 1
+    bits[2, 5, 0] = 1
+    bits[1, 2:4, 1:4] |= 2
+    return bits
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy"])
+@pytest.mark.parametrize("dim", ["2d", "3d"])
+def test_never_empty_keeps_the_largest_components(impl, dim):
+    fn = {("2d", "numba"): K.remove_small_2d, ("2d", "numpy"): K.remove_small_2d_numpy,
+          ("3d", "numba"): K.remove_small_3d, ("3d", "numpy"): K.remove_small_3d_numpy}[dim, impl]
+    bits = _specks()
+    # without the guard, minimum 5 empties class 0 and keeps class 1's 6 pixels
+    b, c = bits.copy(), K.plane_counts(bits, 2)
+    fn(b, c, [5, 5], 8)
+    assert c[:, 0].sum() == 0 and c[:, 1].tolist() == [0, 6, 0]
+    # with it: class 0 keeps its two 3-pixel pieces (a tie), nothing else; class 1 is untouched
+    b, c = bits.copy(), K.plane_counts(bits, 2)
+    fn(b, c, [5, 5], 8, True)
+    want = np.zeros_like(bits)
+    want[0, 4, 2:5] = 1
+    want[2, 1:4, 5] = 1
+    want[1, 2:4, 1:4] |= 2
+    np.testing.assert_array_equal(b, want)
+    assert c.tolist() == K.plane_counts(want, 2).tolist()
+    # a minimum some component reaches: the guard changes nothing
+    for m in (2, 3):
+        b1, c1, b2, c2 = bits.copy(), K.plane_counts(bits, 2), bits.copy(), K.plane_counts(bits, 2)
+        fn(b1, c1, [m, m], 8)
+        fn(b2, c2, [m, m], 8, True)
+        np.testing.assert_array_equal(b1, b2)
+        assert c1[:, 0].sum() > 0
 
 
 def test_connectivity_default_is_8():

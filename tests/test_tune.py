@@ -115,11 +115,11 @@ def test_search_scores_equal_the_ensemble_path(store, metric):
             threshold=rng.choice([0.2, 0.35, 0.5, 0.7]), classifier_weights=(1.0,),
             gate_prob=rng.choice([0.0, 0.3, 0.6]), gate_min_pixels=rng.choice([0, 3, 30]),
             z_window=rng.choice([1, 3, 5, 21]), first_k=rng.choice([0, 2]), last_k=rng.choice([0, 3]),
-            tail_prob=rng.choice([0.0, 0.3, 0.6]), min_area_2d=rng.choice([0, 4, 15]),
-            min_volume_3d=rng.choice([0, 20, 100]), min_relative_volume_3d=rng.choice([0.0, 0.05, 0.3, 1.0]))
+            tail_prob=rng.choice([0.0, 0.3, 0.6]), min_area_2d=rng.choice([0, 4, 15, 400]),
+            min_volume_3d=rng.choice([0, 20, 100, 5000]), min_relative_volume_3d=rng.choice([0.0, 0.05, 0.3, 1.0]))
             for _ in CLASSES)
         setting = (cps, GlobalParams(tail_margin=rng.choice([None, 0, 2]), connectivity=rng.choice([4, 8]),
-                                     z_smoothing=rng.choice([False, True])))
+                                     z_smoothing=rng.choice([False, True]), never_empty=rng.choice([False, True])))
         mine = ev.score(setting_keys(setting), np.arange(len(data.case_days)), exact=True)
         ens = setting_to_ensemble(sp, setting)
         parse_ensemble_config(ens)
@@ -231,7 +231,7 @@ def test_every_number_round_trips_through_the_tuned_yaml():
     sp = parse_search_space(SEARCH, "s")
     on = {"threshold": 0.4, "gate_prob": 0.3, "gate_min_pixels": 5, "z_window": 3, "tail_prob": 0.6,
           "first_k": 1, "last_k": 2, "min_area_2d": 9, "min_volume_3d": 30, "min_relative_volume_3d": 0.2}
-    glob = {"tail_margin": 2, "connectivity": 4, "z_smoothing": True}
+    glob = {"tail_margin": 2, "connectivity": 4, "z_smoothing": True, "never_empty": True}
     assert set(on) | set(glob) == {p.name for p in PARAMS}
     cps = tuple(ClassParams(weights=(1.0, 0.5), classifier_weights=(1.0,),
                             **{k: (v + 2 * c if isinstance(v, int) else v) for k, v in on.items()})

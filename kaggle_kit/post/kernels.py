@@ -330,8 +330,44 @@ def _find(parent, k):
 
 # --------------------------------------------------------------------------------- connected components
 @_jit
-def _remove_small_2d(flat, words, d_, h_, w_, counts, min_area, conn8):
-    """Run-based labelling: runs per row, union-find over runs of adjacent rows, areas per root."""
+def _label_slice(flat, words, base, h_, w_, b, b64, rs, re, parent, area, row_first, ext):
+    """Run-based labelling of bit ``b`` on one slice (``flat[base:base + h_ * w_]``): runs per row in rs/re,
+    union-find over runs of adjacent rows in ``parent``, the area of each component at its root in ``area``.
+    Returns the number of runs."""
+    n = 0
+    for y in range(h_):
+        row_first[y] = n
+        n = _scan_runs(flat, words, base + y * w_, base + (y + 1) * w_, b, b64, rs, re, n)
+    row_first[h_] = n
+    for k in range(n):
+        parent[k] = k
+    for y in range(1, h_):
+        p, a1 = row_first[y - 1], row_first[y]
+        for k in range(row_first[y], row_first[y + 1]):
+            lo = rs[k] - w_ - ext  # this run in the previous row's coordinates, widened
+            hi = re[k] - w_ + ext
+            while p < a1 and re[p] <= lo:
+                p += 1
+            q = p
+            while q < a1 and rs[q] < hi:
+                ra, rb = _find(parent, k), _find(parent, q)
+                if ra < rb:
+                    parent[rb] = ra
+                elif rb < ra:
+                    parent[ra] = rb
+                q += 1
+    for k in range(n):
+        area[k] = 0
+    for k in range(n):
+        area[_find(parent, k)] += re[k] - rs[k]
+    return n
+
+
+@_jit
+def _remove_small_2d(flat, words, d_, h_, w_, counts, min_area, conn8, never_empty):
+    """Run-based labelling: runs per row, union-find over runs of adjacent rows, areas per root. With
+    ``never_empty``, a class whose every component (all slices) is below its minimum first has the minimum
+    lowered to its largest component's area (a first pass that stops at the first component that is not)."""
     max_runs = h_ * ((w_ + 1) // 2)
     rs = np.empty(max_runs, np.int64)
     re = np.empty(max_runs, np.int64)
@@ -339,40 +375,31 @@ def _remove_small_2d(flat, words, d_, h_, w_, counts, min_area, conn8):
     area = np.empty(max_runs, np.int64)
     row_first = np.empty(h_ + 1, np.int64)
     ext = 1 if conn8 else 0  # 8-connectivity: diagonal neighbours, runs touch one pixel further
+    limit = min_area.copy()
+    if never_empty:
+        for c in range(counts.shape[1]):
+            if min_area[c] <= 1:
+                continue
+            b, b64, _ = _bit_masks(c)
+            largest = 0
+            for d in range(d_):
+                if counts[d, c] == 0:
+                    continue
+                n = _label_slice(flat, words, d * h_ * w_, h_, w_, b, b64, rs, re, parent, area, row_first, ext)
+                for k in range(n):
+                    largest = max(largest, area[k])
+                if largest >= min_area[c]:
+                    break
+            limit[c] = min(min_area[c], largest)
     for d in range(d_):
         base = d * h_ * w_
         for c in range(counts.shape[1]):
-            if counts[d, c] == 0 or min_area[c] <= 1:
+            if counts[d, c] == 0 or limit[c] <= 1:
                 continue
             b, b64, keep = _bit_masks(c)
-            n = 0
-            for y in range(h_):
-                row_first[y] = n
-                n = _scan_runs(flat, words, base + y * w_, base + (y + 1) * w_, b, b64, rs, re, n)
-            row_first[h_] = n
+            n = _label_slice(flat, words, base, h_, w_, b, b64, rs, re, parent, area, row_first, ext)
             for k in range(n):
-                parent[k] = k
-            for y in range(1, h_):
-                p, a1 = row_first[y - 1], row_first[y]
-                for k in range(row_first[y], row_first[y + 1]):
-                    lo = rs[k] - w_ - ext  # this run in the previous row's coordinates, widened
-                    hi = re[k] - w_ + ext
-                    while p < a1 and re[p] <= lo:
-                        p += 1
-                    q = p
-                    while q < a1 and rs[q] < hi:
-                        ra, rb = _find(parent, k), _find(parent, q)
-                        if ra < rb:
-                            parent[rb] = ra
-                        elif rb < ra:
-                            parent[ra] = rb
-                        q += 1
-            for k in range(n):
-                area[k] = 0
-            for k in range(n):
-                area[_find(parent, k)] += re[k] - rs[k]
-            for k in range(n):
-                if area[_find(parent, k)] < min_area[c]:
+                if area[_find(parent, k)] < limit[c]:
                     for i in range(rs[k], re[k]):
                         flat[i] &= keep
                     counts[d, c] -= re[k] - rs[k]
@@ -384,16 +411,36 @@ def _conn(connectivity) -> bool:
     return connectivity == 8
 
 
-def remove_small_2d(bits, counts, min_area, connectivity: int = 8) -> None:
-    """In place: per slice and class, remove connected components of fewer than ``min_area[c]`` pixels."""
+def remove_small_2d(bits, counts, min_area, connectivity: int = 8, never_empty: bool = False) -> None:
+    """In place: per slice and class, remove connected components of fewer than ``min_area[c]`` pixels.
+
+    ``never_empty``: the filter never empties a class that has a positive pixel somewhere in the volume;
+    when every 2D component of class c (all slices) is below ``min_area[c]``, its largest one is kept (all of
+    them on a tie). The metric skips the Hausdorff term of a class absent from the truth, so a kept
+    component there costs only the Dice rows of its slices, while deleting a present organ costs a whole
+    Hausdorff term (1.0)."""
     d, h, w = bits.shape
-    _remove_small_2d(*_flat_words(bits), d, h, w, counts, np.asarray(min_area, np.int64), _conn(connectivity))
+    _remove_small_2d(*_flat_words(bits), d, h, w, counts, np.asarray(min_area, np.int64), _conn(connectivity),
+                     bool(never_empty))
 
 
-def remove_small_2d_numpy(bits, counts, min_area, connectivity: int = 8) -> None:
+def _labels_2d(bits, c, struct):
+    from scipy import ndimage
+
+    return [ndimage.label((bits[d] >> c) & 1, structure=struct)[0] for d in range(bits.shape[0])]
+
+
+def remove_small_2d_numpy(bits, counts, min_area, connectivity: int = 8, never_empty: bool = False) -> None:
     from scipy import ndimage
 
     struct = ndimage.generate_binary_structure(2, 2 if _conn(connectivity) else 1)
+    min_area = np.array(min_area, np.int64)
+    if never_empty:
+        for c in range(counts.shape[1]):
+            if min_area[c] > 1:
+                largest = max((np.bincount(lab.ravel())[1:].max(initial=0) for lab in _labels_2d(bits, c, struct)),
+                              default=0)
+                min_area[c] = min(min_area[c], largest)
     for d in range(bits.shape[0]):
         for c in range(counts.shape[1]):
             if counts[d, c] == 0 or min_area[c] <= 1:
@@ -471,24 +518,32 @@ def _drop_voxels(bits, counts, c, order, i0, i1):
 
 
 @_jit
-def _remove_small_3d(bits, counts, min_volume, conn26):
+def _remove_small_3d(bits, counts, min_volume, conn26, never_empty):
     visited = np.zeros(bits.shape, np.uint8)
     for c in range(counts.shape[1]):
         total = counts[:, c].sum()
         if total == 0 or min_volume[c] <= 1:
             continue
         order, start, n = _components_3d(bits, c, total, visited, conn26)
+        limit = min_volume[c]
+        if never_empty:
+            largest = 0
+            for k in range(n):
+                largest = max(largest, start[k + 1] - start[k])
+            limit = min(limit, largest)
         for k in range(n):
-            if start[k + 1] - start[k] < min_volume[c]:
+            if start[k + 1] - start[k] < limit:
                 _drop_voxels(bits, counts, c, order, start[k], start[k + 1])
 
 
-def remove_small_3d(bits, counts, min_volume, connectivity: int = 8) -> None:
-    """In place: per class, remove 3D components (26-/6-connected for 8/4) of fewer than ``min_volume[c]``."""
-    _remove_small_3d(bits, counts, np.asarray(min_volume, np.int64), _conn(connectivity))
+def remove_small_3d(bits, counts, min_volume, connectivity: int = 8, never_empty: bool = False) -> None:
+    """In place: per class, remove 3D components (26-/6-connected for 8/4) of fewer than ``min_volume[c]``.
+    ``never_empty``: when every component of class c is below the minimum, its largest is kept (all of them on
+    a tie), as in :func:`remove_small_2d`."""
+    _remove_small_3d(bits, counts, np.asarray(min_volume, np.int64), _conn(connectivity), bool(never_empty))
 
 
-def remove_small_3d_numpy(bits, counts, min_volume, connectivity: int = 8) -> None:
+def remove_small_3d_numpy(bits, counts, min_volume, connectivity: int = 8, never_empty: bool = False) -> None:
     from scipy import ndimage
 
     struct = ndimage.generate_binary_structure(3, 3 if _conn(connectivity) else 1)
@@ -496,7 +551,9 @@ def remove_small_3d_numpy(bits, counts, min_volume, connectivity: int = 8) -> No
         if counts[:, c].sum() == 0 or min_volume[c] <= 1:
             continue
         lab, _ = ndimage.label((bits >> c) & 1, structure=struct)
-        small = np.bincount(lab.ravel()) < min_volume[c]
+        sizes = np.bincount(lab.ravel())
+        limit = min(min_volume[c], sizes[1:].max()) if never_empty else min_volume[c]
+        small = sizes < limit
         small[0] = False
         drop = small[lab]
         bits[drop] &= np.uint8(~(1 << c) & 0xFF)

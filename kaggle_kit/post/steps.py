@@ -147,6 +147,8 @@ LAST_K = Param("last_k", ("truncation", "last_k"), "count", 0, "drop last k")
 MIN_AREA_2D = Param("min_area_2d", ("min_area_2d",), "count", 0, "min area 2D (px)", noop=_at_most_one)
 CONNECTIVITY = Param("connectivity", ("connectivity",), "conn", 8, "connectivity", per_class=False,
                      start_first=True, always_written=True)
+NEVER_EMPTY = Param("never_empty", ("never_empty",), "bool", False, "size filters never empty a class",
+                    per_class=False, search_default=(True,), start_first=True, always_written=True)
 MIN_VOLUME_3D = Param("min_volume_3d", ("min_volume_3d",), "count", 0, "min volume 3D (vox)", noop=_at_most_one)
 MIN_RELATIVE_VOLUME_3D = Param("min_relative_volume_3d", ("min_relative_volume_3d",), "fraction", 0.0,
                                "min 3D volume / largest")
@@ -287,9 +289,12 @@ def _truncate(kernel, bits, counts, v, ctx):
     kernel(bits, counts, lo - ctx.z0, hi - ctx.z0)
 
 
-def _components(name: str, dtype):
+def _components(name: str, dtype, guarded: bool = False):
     def call(kernel, bits, counts, v, ctx):
-        kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"])
+        if guarded:
+            kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"], v["never_empty"])
+        else:
+            kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"])
     return call
 
 
@@ -308,9 +313,9 @@ STEPS: tuple = (
     Step("truncate", "truncation", (TAIL_MARGIN, TAIL_PROB, FIRST_K, LAST_K), K.truncate, K.truncate_numpy,
          _truncate, classifier=lambda v: v["tail_margin"] is not None, canon=_canon_tail),
     Step("min_area_2d", "min area 2D", (MIN_AREA_2D,), K.remove_small_2d, K.remove_small_2d_numpy,
-         _components("min_area_2d", np.int64), reads=(CONNECTIVITY,)),
+         _components("min_area_2d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY)),
     Step("min_volume_3d", "min volume 3D", (MIN_VOLUME_3D,), K.remove_small_3d, K.remove_small_3d_numpy,
-         _components("min_volume_3d", np.int64), reads=(CONNECTIVITY,)),
+         _components("min_volume_3d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY)),
     Step("min_relative_volume_3d", "relative 3D components", (MIN_RELATIVE_VOLUME_3D,), K.remove_relative_3d,
          K.remove_relative_3d_numpy, _components("min_relative_volume_3d", np.float64), reads=(CONNECTIVITY,)),
     Step("z_smoothing", "z-smoothing", (Z_SMOOTHING,), K.z_smooth, K.z_smooth_numpy, _z_smooth),

@@ -19,15 +19,15 @@ Why per-class coordinate ascent is valid. The metric pools rows and volumes over
 the prediction: a row predicted on an empty truth counts, a row empty in both does not) and
 ``hd = sum_c H_c / sum_c T_c`` (T_c: volumes, or rows for the 2D variant, with non-empty truth: independent of
 the prediction). Every post-processing step acts on one class's bit plane with that class's numbers, except
-the global ones (``tail_margin``, ``connectivity``, ``z_smoothing``). So (S_c, N_c, H_c) depend only on class
+the global ones (``tail_margin``, ``connectivity``, ``never_empty``, ``z_smoothing``). So (S_c, N_c, H_c) depend only on class
 c's numbers and the globals, the score is an exact function of the per-class sums, and sweeping class c with
 the others fixed is exact coordinate ascent on the true metric. It is not separable (N_c sits in the pooled
 Dice denominator), hence rounds until nothing changes.
 
 The search: coordinate ascent from the plain average at 0.5 (equal weights, every step off), stage by stage
 in the order of the step list (:func:`_stages`: weights, threshold, classifier weights, gate prob, gate min
-pixels, classifier z window, tail margin, tail prob, first k, last k, min area 2D, connectivity, min volume
-3D, min relative volume 3D, z smoothing), per class where the number is per class, for ``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
+pixels, classifier z window, tail margin, tail prob, first k, last k, min area 2D, connectivity, never empty,
+min volume 3D, min relative volume 3D, z smoothing), per class where the number is per class, for ``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
 moves ``refine_step`` of weight between pairs of members, round 3 half of it, and so on; rounds >= 2 try
 each other number's neighbours in its list only. Nested evaluation: one run per held-out
 fold (tuned on the other folds) plus the full fit, advancing in lockstep so that each stage evaluates the
