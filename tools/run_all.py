@@ -40,9 +40,13 @@ sys.path.insert(0, str(ROOT / "tools"))  # run_notebook's helpers
 # Family configs per preset (in training order: the detector first, since crops depend on it).
 # tiny (the CPU preset, ``make demo``): what paid on 2 cores (README, "The CPU preset's budget"): the 2.5D member
 # cropped to the detector's boxes gets the time; the tiny 3D member added nothing to the tuned held-out score
-# (the tuner dropped it; OOF 0.08-0.2 on full-size scans) and is left out. tiny_all: every family, 3D included.
+# (the tuner dropped it; OOF 0.08-0.2 on full-size scans) and is left out. Since session 14 the classifier family
+# is left out too: the 2.5D member's aux head is the slice classifier (higher OOF AUC on every demo seed), and the
+# classifier's marginal contribution to the tuned held-out score was -0.0023 / +0.0032 / -0.0025 on demo seeds
+# 0 / 1 / 2 and -0.0037 / +0.0109 / -0.0053 on full-size folders 9103 / 9105 / 9106 (tools/ablate_members.py,
+# OOF only; mean +0.0001) for ~110 s of a demo. tiny_all: every family, the classifier and 3D included.
 PRESETS = {
-    "tiny": ["configs/det_yolo/tiny_cpu.yaml", "configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu_boxes.yaml"],
+    "tiny": ["configs/det_yolo/tiny_cpu.yaml", "configs/seg25d/tiny_cpu_boxes.yaml"],
     "tiny_all": ["configs/det_yolo/tiny_cpu.yaml", "configs/cls/tiny_cpu.yaml", "configs/seg25d/tiny_cpu_boxes.yaml",
                  "configs/seg3d/tiny_cpu.yaml"],
     "gpu": ["configs/det_yolo/gpu_yolov8s.yaml", "configs/cls/gpu_effnet_b2.yaml",
