@@ -4,10 +4,11 @@ The steps and their order are declared once, in :data:`kaggle_kit.post.steps.STE
 per-class thresholds (one numba pass, no float map kept) -> classifier gating (on the fused classifier
 probability, optionally averaged over a window of slices along z: :func:`fuse_classifier`) and minimum
 positive pixels per slice -> truncation (first/last k slices, slices beyond the last classifier-positive
-slice + margin) -> removal of small 2D components -> of small 3D components -> of 3D components small
-relative to the class's largest -> z smoothing of per-slice presence. :func:`postprocess` is one loop over
-that list; every number comes from :class:`PostParams` (built from the ensemble YAML by
-:mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs the numpy twins.
+slice + margin) -> removal of small 2D components -> of small 3D components (with ``never_empty``, neither
+empties a class: its largest component stays) -> of 3D components small relative to the class's largest -> z
+smoothing of per-slice presence. :func:`postprocess` is one loop over that list; every number comes from
+:class:`PostParams` (built from the ensemble YAML by :mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs
+the numpy twins.
 """
 from __future__ import annotations
 
