@@ -424,12 +424,6 @@ def remove_small_2d(bits, counts, min_area, connectivity: int = 8, never_empty: 
                      bool(never_empty))
 
 
-def _labels_2d(bits, c, struct):
-    from scipy import ndimage
-
-    return [ndimage.label((bits[d] >> c) & 1, structure=struct)[0] for d in range(bits.shape[0])]
-
-
 def remove_small_2d_numpy(bits, counts, min_area, connectivity: int = 8, never_empty: bool = False) -> None:
     from scipy import ndimage
 
@@ -438,8 +432,8 @@ def remove_small_2d_numpy(bits, counts, min_area, connectivity: int = 8, never_e
     if never_empty:
         for c in range(counts.shape[1]):
             if min_area[c] > 1:
-                largest = max((np.bincount(lab.ravel())[1:].max(initial=0) for lab in _labels_2d(bits, c, struct)),
-                              default=0)
+                largest = max((np.bincount(ndimage.label((plane >> c) & 1, structure=struct)[0].ravel())[1:]
+                               .max(initial=0) for plane in bits), default=0)
                 min_area[c] = min(min_area[c], largest)
     for d in range(bits.shape[0]):
         for c in range(counts.shape[1]):

@@ -291,10 +291,7 @@ def _truncate(kernel, bits, counts, v, ctx):
 
 def _components(name: str, dtype, guarded: bool = False):
     def call(kernel, bits, counts, v, ctx):
-        if guarded:
-            kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"], v["never_empty"])
-        else:
-            kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"])
+        kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"], *((v["never_empty"],) if guarded else ()))
     return call
 
 
