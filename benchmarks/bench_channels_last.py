@@ -73,7 +73,7 @@ def bench(path: str, steps: int, rounds: int, device: str = "cpu") -> dict:
     import torch
 
     from kaggle_kit.config import load_config
-    from kaggle_kit.engine.layout import channels_last, to_channels_last
+    from kaggle_kit.engine.memory_format import channels_last, to_channels_last
 
     cfg = load_config(ROOT / path)
     torch.manual_seed(0)

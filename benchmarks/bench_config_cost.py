@@ -38,7 +38,7 @@ def setup(spec: str):
     import torch
 
     from kaggle_kit.config import load_config
-    from kaggle_kit.engine.layout import channels_last, to_channels_last
+    from kaggle_kit.engine.memory_format import channels_last, to_channels_last
 
     path, overrides = parse_spec(spec)
     cfg = load_config(ROOT / path, overrides)

@@ -49,7 +49,8 @@ def _boxes(cache, case_days, shrink):
 
 def test_cover_pads_by_hand_and_brute_force(synth_cache):
     from kaggle_kit.data.cache import Cache
-    from kaggle_kit.io.boxes import cover_pads, expand_box, truth_boxes
+    from kaggle_kit.engine.box_pad import cover_pads
+    from kaggle_kit.io.boxes import expand_box, truth_boxes
 
     cache = Cache(synth_cache)
     cds = cache.case_days("train")
@@ -92,7 +93,7 @@ def test_auto_pad_is_learnt_from_the_training_folds_only(synth_cache, tmp_path):
     from kaggle_kit.config import load_config
     from kaggle_kit.data.cache import Cache
     from kaggle_kit.data.dataset25d import fold_case_days
-    from kaggle_kit.io.boxes import AUTO_PAD_MAX, AUTO_PAD_QUANTILE, resolve_box_pad
+    from kaggle_kit.engine.box_pad import AUTO_PAD_MAX, AUTO_PAD_QUANTILE, resolve_box_pad
 
     cache = Cache(synth_cache)
     cds = cache.case_days("train")

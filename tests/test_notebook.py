@@ -123,7 +123,7 @@ def _inprocess(bundle, root, out, **kw):
 def test_public_run_passes_above_empty_baseline_and_raises_when_not(bundle, synth_root, tmp_path):
     """The public run's score check: the tiny member beats empty masks; an ensemble that removes every
     component (min_area_2d beyond any slice) scores exactly the empty baseline and raises."""
-    from kaggle_kit.deploy.infer import InferenceError
+    from kaggle_kit.deploy.messages import InferenceError
 
     root = _public_root(synth_root, tmp_path)
     s = _inprocess(bundle, root, tmp_path / "ok.csv", debug_case_days=2)
@@ -242,7 +242,8 @@ def test_crop_member_notebook_path_equals_predict_tool(crop_bundle, synth_root):
     its boxes fed to the crop member) on the decoded test PNGs gives the maps tools/predict.py stored."""
     import numpy as np
 
-    from kaggle_kit.deploy.infer import PngVolumes, load_bundle_members, predict_case_day
+    from kaggle_kit.data.png_volumes import PngVolumes
+    from kaggle_kit.deploy.members import load_bundle_members, predict_case_day
     from kaggle_kit.io.boxes import BOX_COLUMNS, load_boxes
     from kaggle_kit.io.probmaps import ProbMapStore, to_uint8
 
@@ -273,7 +274,8 @@ def test_crop_member_notebook_path_equals_predict_tool(crop_bundle, synth_root):
 def test_crop_member_without_its_detector_is_dropped(crop_bundle, synth_root, tmp_path):
     """A bundle that lost the detector: the crop member (and its aux head) is dropped by name; the public
     run raises before predicting anything."""
-    from kaggle_kit.deploy.infer import InferenceError, load_bundle_members
+    from kaggle_kit.deploy.members import load_bundle_members
+    from kaggle_kit.deploy.messages import InferenceError
 
     b2 = tmp_path / "bundle"
     shutil.copytree(crop_bundle["bundle"], b2)
@@ -331,7 +333,7 @@ RECENT = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"]
 def test_pick_device_unsupported_capability_falls_back_to_cpu(capsys):
     """(e) A P100 (sm_60) that CUDA reports as available, with a torch built without sm_60 kernels: CPU,
     with a warning that names the capability and says why; no kernel is even tried."""
-    from kaggle_kit.deploy.infer import pick_device
+    from kaggle_kit.deploy.device import pick_device
 
     t, calls = _fake_torch((6, 0), RECENT)
     dev, info = pick_device(t)
@@ -344,7 +346,7 @@ def test_pick_device_unsupported_capability_falls_back_to_cpu(capsys):
 
 
 def test_pick_device_supported_gpu_and_failing_kernel(capsys):
-    from kaggle_kit.deploy.infer import pick_device
+    from kaggle_kit.deploy.device import pick_device
 
     t, calls = _fake_torch((9, 0), RECENT)
     assert pick_device(t)[0] == "cuda" and calls == ["cuda"]
@@ -371,7 +373,7 @@ def test_pick_device_supported_gpu_and_failing_kernel(capsys):
     ((7, 5), [], False),
 ])
 def test_arch_supported(cap, arch, ok):
-    from kaggle_kit.deploy.infer import arch_supported
+    from kaggle_kit.deploy.device import arch_supported
 
     assert arch_supported(cap, arch)[0] is ok
 
@@ -420,7 +422,8 @@ def test_shed_plan_counts_each_tta_by_its_passes():
     drop after it is costed at one pass. Hand-checked numbers."""
     from types import SimpleNamespace
 
-    from kaggle_kit.deploy.infer import LoadedMember, _shed_plan
+    from kaggle_kit.deploy.budget import shed_plan
+    from kaggle_kit.deploy.members import LoadedMember
     from kaggle_kit.post.ensemble import parse_ensemble_config
 
     cfg = parse_ensemble_config({"members": [{"exp": "a", "kind": "pixel", "weight": 1.0},
@@ -428,7 +431,7 @@ def test_shed_plan_counts_each_tta_by_its_passes():
     ms = [LoadedMember("a", "pixel", [SimpleNamespace(tta="hflip")]),
           LoadedMember("b", "pixel", [SimpleNamespace(tta="gamma")])]
     assert [m.tta_passes for m in ms] == [2, 3]
-    steps = _shed_plan(ms, cfg, {"a": 40.0, "b": 60.0}, n_done=2)  # 20 s and 30 s per case-day
+    steps = shed_plan(ms, cfg, {"a": 40.0, "b": 60.0}, n_done=2)  # 20 s and 30 s per case-day
     assert steps[0][:2] == ("tta", "a, b") and steps[0][2] == pytest.approx(20 / 2 + 30 * 2 / 3)
     assert steps[1][:2] == ("lowest_weight_member", "b") and steps[1][2] == pytest.approx(30 / 3)
     assert len(steps) == 2  # a is the last pixel member: never dropped

@@ -11,7 +11,7 @@ import pytest
 from kaggle_kit.data.raw import CLASSES, DataError
 from kaggle_kit.data.rle import rle_encode
 from kaggle_kit.metric.scorer import Scorer
-from kaggle_kit.metric.files import read_rle_table, report_json, score_files
+from kaggle_kit.metric.score_csv import read_rle_table, report_json, score_files
 
 from .conftest import ROOT, run_tool
 

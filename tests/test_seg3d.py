@@ -368,7 +368,7 @@ def test_predictor_on_png_volumes(synth_root, synth_cache, tmp_path):
     from kaggle_kit.engine.checkpoint import save_inference_checkpoint
     from kaggle_kit.families.seg3d.model import build_net
     from kaggle_kit.families.seg3d.predict import Predictor3D
-    from kaggle_kit.deploy.infer import PngVolumes
+    from kaggle_kit.data.png_volumes import PngVolumes
 
     cfg = _tiny_cfg(synth_cache, tmp_path)
     net = build_net(cfg["model"], cfg["data"])

@@ -1,10 +1,10 @@
-"""Tuning for MLE-bench's grader and reporting both metrics: the exact re-runs of kaggle_kit.tune.both_metrics
+"""Tuning for MLE-bench's grader and reporting both metrics: the exact re-runs of kaggle_kit.tune.metric_reruns
 against the ensemble's own path (verify_setting)."""
 import numpy as np
 import pytest
 
 from kaggle_kit.metric.scorer import MetricConfig
-from kaggle_kit.tune.both_metrics import markdown, rerun, search_metric, select_and_hold_out
+from kaggle_kit.tune.metric_reruns import markdown, rerun, search_metric, select_and_hold_out
 from kaggle_kit.tune.evaluate import load_oof, verify_setting
 
 from .conftest import fake_oof_store

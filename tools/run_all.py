@@ -426,7 +426,7 @@ def describe_layout(data: Path, metric: str | None) -> tuple[dict | None, str, s
         f"Graded by MLE-bench's variant of the metric; tuning metric: {chosen}; OOF reported under both")
 
 
-def stage_oof_both_metrics(r: Run, oof_csv: Path) -> dict:
+def stage_oof_metric_reruns(r: Run, oof_csv: Path) -> dict:
     """The tuned OOF file under the Kaggle-style default and MLE-bench's grader: {metric: score}."""
     out = {}
     if not oof_csv.is_file():
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     sub = {"sub": r.work / "submission.csv", "test": None, "maps": None, "nb": {}}
     if scores["pixel"]:
         sub = stage_submission(r, tune["yaml"])
-    both = stage_oof_both_metrics(r, r.work / "oof" / "tuned.csv") if scores["pixel"] else {}
+    both = stage_oof_metric_reruns(r, r.work / "oof" / "tuned.csv") if scores["pixel"] else {}
     if r.a.out and sub["sub"].is_file():
         from kaggle_kit.utils import atomic_write_text
 

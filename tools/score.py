@@ -23,7 +23,7 @@ import sys
 from kaggle_kit.cli import run
 from kaggle_kit.data.raw import DataError
 from kaggle_kit.metric.scorer import METRIC_NAMES, MetricConfig
-from kaggle_kit.metric.files import (
+from kaggle_kit.metric.score_csv import (
     report_json,
     report_mlebench,
     report_tables,

@@ -16,7 +16,7 @@ members_kept, ..., held_out_by_metric {default, mlebench} (each fold's tuned set
 held-out fold under both metrics, whichever was tuned for). ``metric: mlebench`` in SEARCH.yaml: the search
 optimises a per-class surrogate (Dice exact, Hausdorff ``3d_unit_cube``; ``metric`` in the JSON), the final
 choice among the step settings is made by the exact mlebench score (``target_metric``, ``in_sample_target``);
-see kaggle_kit.tune.both_metrics. Exit code 2 and a message naming the problem on bad input.
+see kaggle_kit.tune.metric_reruns. Exit code 2 and a message naming the problem on bad input.
 
 Capped outputs: before tuning, each pixel member's highest OOF probability per (fold, class) is read (folds whose
 truth holds the class). One that never exceeds a candidate threshold (a dead head: session 9's stomach at 0.57)

@@ -24,7 +24,7 @@ def dataset_kwargs(data_cfg: dict) -> dict:
 def _box_pad(v) -> float:
     if isinstance(v, str):
         raise ValueError(f"data.box_pad is {v!r} (null, a number or 'auto'): 'auto' is resolved from the detector's "
-                         f"OOF boxes at train time (kaggle_kit.io.boxes.resolve_box_pad); datasets need a number")
+                         f"OOF boxes at train time (kaggle_kit.engine.box_pad.resolve_box_pad); datasets need a number")
     return float(v or 0.0)
 
 

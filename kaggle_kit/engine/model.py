@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 
-from kaggle_kit.engine.layout import channels_last, to_channels_last
+from kaggle_kit.engine.memory_format import channels_last, to_channels_last
 
 __all__ = ["TaskModel"]
 

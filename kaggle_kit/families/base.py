@@ -28,7 +28,7 @@ KINDS = ("pixel", "classifier", "boxes")
 @runtime_checkable
 class VolumeSource(Protocol):
     """Where predictors read images from: the training cache (:class:`kaggle_kit.data.cache.Cache`) or the
-    notebook's PNG reader (:class:`kaggle_kit.deploy.infer.PngVolumes`)."""
+    notebook's PNG reader (:class:`kaggle_kit.data.png_volumes.PngVolumes`)."""
 
     def index(self, split: str) -> pd.DataFrame:
         """The slice table of ``split`` (columns case_day, z, slice, height, width, ...)."""

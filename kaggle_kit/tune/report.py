@@ -17,7 +17,7 @@ import numpy as np
 
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.post.steps import PARAMS
-from kaggle_kit.tune.both_metrics import markdown as both_metrics_markdown
+from kaggle_kit.tune.metric_reruns import markdown as metric_reruns_markdown
 from kaggle_kit.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["write_report", "write_tuned_yaml"]
@@ -248,8 +248,8 @@ def _scores_section(res: dict, tuned_yaml: str, search_path: str) -> list[str]:
                    f"{s['held_out_mean'] - s['plain_average_05_folds_mean']:+.4f}. In-sample minus held-out "
                    f"mean (the optimism of choosing on the same folds): "
                    f"{np.mean([f['in_sample'] for f in res['folds']]) - s['held_out_mean']:+.4f}.")]
-    if s.get("both_metrics"):  # held out under both metrics side by side, exact (tune.both_metrics)
-        md += both_metrics_markdown(s["both_metrics"])
+    if s.get("metric_reruns"):  # held out under both metrics side by side, exact (tune.metric_reruns)
+        md += metric_reruns_markdown(s["metric_reruns"])
     if "skew" in s:
         md += ["", (f"Train/serve skew check: the tuned YAML re-run through `fuse_case_day` + `Scorer` (the code of "
                    f"`tools/ensemble.py --split oof`) scores {s['in_sample']:.12f}; the search's own number is "

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from kaggle_kit.post.steps import CLASSIFIER_PARAMS, PARAMS, STEPS
-from kaggle_kit.tune.both_metrics import select_and_hold_out
+from kaggle_kit.tune.metric_reruns import select_and_hold_out
 from kaggle_kit.tune.evaluate import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
 from kaggle_kit.tune.space import (
     ClassParams,
@@ -513,7 +513,7 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
     timing = {"search_s": t_search, "steps_and_sweeps_s": t_extra, "evaluation_s": ev.seconds,
               "passes": ev.n_passes, "class_candidates": len(ev.memo)}
     if both is not None:
-        summary["both_metrics"] = both
+        summary["metric_reruns"] = both
         summary["held_out_by_metric"] = both["held_out_mean"]
         if space.target is not None:  # the search's numbers are its surrogate's; the target's, exact:
             summary["target_metric"] = space.target.name

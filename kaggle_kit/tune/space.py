@@ -16,7 +16,7 @@ from kaggle_kit.config import read_yaml_file
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
 from kaggle_kit.post.steps import PARAMS, STEPS, read_candidates, unknown_keys, write_values, yaml_layout
-from kaggle_kit.tune.both_metrics import search_metric
+from kaggle_kit.tune.metric_reruns import search_metric
 from kaggle_kit.utils import UserError
 
 __all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "class_values", "load_search_space",
@@ -78,7 +78,7 @@ class SearchSpace:
     fallback_plain: bool = True  # write the plain average @0.5 when the nested held-out says tuning loses to it
     metric: MetricConfig = field(default_factory=MetricConfig)
     metric_yaml: object = "default"
-    # the metric tuned for when ``metric`` is only its per-class surrogate (mlebench: see tune.both_metrics)
+    # the metric tuned for when ``metric`` is only its per-class surrogate (mlebench: see tune.metric_reruns)
     target: MetricConfig | None = None
     classes: tuple[str, ...] = CLASSES
 

@@ -12,8 +12,8 @@ from kaggle_kit.data.dataset25d import SliceDataset25D
 from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.data.pipeline25d import dataset_kwargs
 from kaggle_kit.families.cls.model import build_net
-from kaggle_kit.engine.layout import to_channels_last
-from kaggle_kit.engine.layout import channels_last
+from kaggle_kit.engine.memory_format import to_channels_last
+from kaggle_kit.engine.memory_format import channels_last
 
 __all__ = ["TTAS", "ClsPredictor"]
 

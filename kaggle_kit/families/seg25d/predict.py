@@ -16,8 +16,8 @@ from kaggle_kit.data.dataset25d import SliceDataset25D
 from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.data.pipeline25d import dataset_kwargs
 from kaggle_kit.families.seg25d.train import build_net
-from kaggle_kit.engine.layout import to_channels_last
-from kaggle_kit.engine.layout import channels_last
+from kaggle_kit.engine.memory_format import to_channels_last
+from kaggle_kit.engine.memory_format import channels_last
 
 __all__ = ["Predictor25D", "TTAS", "gamma_tta_values", "predict_volume"]
 

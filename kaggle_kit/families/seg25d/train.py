@@ -6,7 +6,8 @@ from pathlib import Path
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.data.pipeline25d import make_datasets
 from kaggle_kit.engine.weights import resolve_weights_path
-from kaggle_kit.io.boxes import resolve_box_pad, train_boxes_for
+from kaggle_kit.engine.box_pad import resolve_box_pad
+from kaggle_kit.io.boxes import train_boxes_for
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.families.seg25d.model import build_seg_model
