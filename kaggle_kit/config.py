@@ -14,12 +14,13 @@ from typing import Any
 
 import yaml
 
+from kaggle_kit.resources import config_root
 from kaggle_kit.utils import UserError, did_you_mean
 
 __all__ = ["ConfigError", "CONFIG_ROOT", "load_config", "apply_overrides", "validate", "merge", "dump_config",
            "family_schema", "parse_yaml", "read_yaml_file"]
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_ROOT = config_root()
 
 
 class ConfigError(UserError, ValueError):

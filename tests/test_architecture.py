@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "kaggle_kit"
 # Stage of each top-level part of the package; an import may only go to a lower stage or stay inside its
 # own part (a sub-package or module). Parts on one stage do not import each other.
 STAGES = {
-    "__init__": 0, "utils": 0, "_compat": 0,
+    "__init__": 0, "utils": 0, "_compat": 0, "resources": 0,
     "env": 0.5, "config": 0.5, "paths": 0.5, "registry": 0.5,
     "data": 1,
     "io": 2,
@@ -22,6 +22,8 @@ STAGES = {
     "families": 5, "tune": 5,
     "deploy": 6,
     "cli": 7,  # the tools' error reporting: may catch the error types of every stage
+    "commands": 8,  # kk and its subcommands (tools/*.py are shims of them): may use every stage
+    "__main__": 9,  # python -m kaggle_kit = kk
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 from kaggle_kit.config import ConfigError, apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "ensemble" and p.parent != ROOT / "configs")
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in ("ensemble", "presets") and p.parent != ROOT / "configs")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])

@@ -1,44 +1,5 @@
-"""Ensemble stored probability maps into a submission (every number comes from the YAML).
-
-    python tools/ensemble.py ENSEMBLE.yaml --data-root ROOT --split test --out submission.csv [--preds preds]
-    python tools/ensemble.py ENSEMBLE.yaml --data-root ROOT --split oof --out oof_sub.csv [--cache CACHE]
-
-``--split oof`` ensembles the out-of-fold maps of the train slices and scores the result against the
-cache masks (``--cache``) or train.csv; the last stdout line is then the metric JSON (with "score").
-No partial file is left at --out when anything fails (exit code 2 and a message naming the problem).
-"""
-from __future__ import annotations
-
-import argparse
-import json
-from pathlib import Path
-
-from kaggle_kit.cli import run
-from kaggle_kit.data.raw import check_data_root
-from kaggle_kit.io.submission import SubmissionError
-from kaggle_kit.post.ensemble import SPLITS, load_ensemble_config, run_ensemble
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="ensemble YAML (members, weights, thresholds, post-processing)")
-    ap.add_argument("--data-root", required=True, help="competition folder (train/, test/, CSVs)")
-    ap.add_argument("--split", choices=sorted(SPLITS), default="test")
-    ap.add_argument("--out", required=True, help="submission CSV to write")
-    ap.add_argument("--preds", default="preds", help="probability-map root (preds/<exp>/<split>/)")
-    ap.add_argument("--cache", default=None, help="cache with train masks for --split oof (else train.csv)")
-    a = ap.parse_args(argv)
-    check_data_root(a.data_root)  # a typo must not read as "no test images": checked before anything
-    if Path(a.out).is_dir():  # fail before any work (write_submission checks it too)
-        raise SubmissionError(f"--out {a.out}: is a folder; pass a file path, e.g. {Path(a.out) / 'submission.csv'}")
-    cfg = load_ensemble_config(a.config)
-    summary = run_ensemble(cfg, a.data_root, a.split, a.out, a.preds, a.cache)  # bad input: kaggle_kit.cli
-    metric = summary.pop("metric", None)
-    print(json.dumps(summary))
-    if metric is not None:
-        print(json.dumps(metric))
-    return 0
-
+"""`python tools/ensemble.py ...` is `kk ensemble ...` (the code: kaggle_kit/commands/ensemble.py)."""
+from kaggle_kit.commands import shim
 
 if __name__ == "__main__":
-    run(main)
+    shim("ensemble")

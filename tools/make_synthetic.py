@@ -1,32 +1,5 @@
-"""Write a synthetic competition folder (exact UW-Madison layout) for tests and demos.
-
-    python tools/make_synthetic.py OUT --train-cases 8 --test-cases 2 --seed 0 [--size-scale 0.5]
-"""
-from __future__ import annotations
-
-import argparse
-import json
-
-from kaggle_kit.cli import run
-from kaggle_kit.data.synthetic import make_synthetic
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", help="output folder (competition layout)")
-    ap.add_argument("--train-cases", type=int, default=8)
-    ap.add_argument("--test-cases", type=int, default=2, help="0 writes an empty test/ (public-notebook situation)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size-scale", type=float, default=1.0, help="shrink W, H and slice count (e.g. 0.25 for tests)")
-    ap.add_argument("--max-days", type=int, default=3, help="days per case are drawn from 1..max-days")
-    ap.add_argument("--overwrite", action="store_true")
-    a = ap.parse_args(argv)
-    if a.size_scale <= 0 or a.size_scale > 1:
-        ap.error("--size-scale must be in (0, 1]")
-    summary = make_synthetic(a.out, a.train_cases, a.test_cases, a.seed, a.size_scale, a.max_days, a.overwrite)
-    print(json.dumps(summary))
-    return 0
-
+"""`python tools/make_synthetic.py ...` is `kk synth ...` (the code: kaggle_kit/commands/make_synthetic.py)."""
+from kaggle_kit.commands import shim
 
 if __name__ == "__main__":
-    run(main)
+    shim("synth")

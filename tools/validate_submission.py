@@ -1,44 +1,5 @@
-"""Validate a submission: exact ids/classes/order against the expected rows, every RLE valid for its slice.
-
-    python tools/validate_submission.py SUB.csv --data-root ROOT [--split test]
-
-Exit 0 and a JSON summary when valid; exit 1 and a message naming the first bad row otherwise. A valid
-file whose every row holds one identical non-empty RLE (an untouched placeholder such as MLE-bench's
-``1 1 5 2`` sample submission) gets a WARNING on stderr and ``"placeholder": RLE`` in the summary.
-"""
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-
-import pandas as pd
-
-from kaggle_kit.cli import run
-from kaggle_kit.data.mlebench_layout import placeholder_rle
-from kaggle_kit.io.submission import SubmissionError, validate_submission
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("submission")
-    ap.add_argument("--data-root", required=True)
-    ap.add_argument("--split", choices=["test", "train", "oof"], default="test",
-                    help="rows of sample_submission/test.csv/test images, or (train, oof) train.csv/train images")
-    a = ap.parse_args(argv)
-    try:
-        summary = validate_submission(a.submission, a.data_root, "train" if a.split == "oof" else a.split)
-    except SubmissionError as e:  # the file is the problem: exit 1; bad data (DataError) is an error: exit 2
-        print(f"invalid submission: {e}", file=sys.stderr)
-        return 1
-    ph = placeholder_rle(pd.read_csv(a.submission, dtype=str, keep_default_na=False)["predicted"])
-    if ph is not None:
-        summary["placeholder"] = ph
-        print(f"WARNING: {a.submission}: every row holds the same RLE {ph!r}; this looks like an untouched "
-              "placeholder (sample) submission, not predictions", file=sys.stderr)
-    print(json.dumps({"valid": True, **summary}))
-    return 0
-
+"""`python tools/validate_submission.py ...` is `kk validate ...` (the code: kaggle_kit/commands/validate_submission.py)."""
+from kaggle_kit.commands import shim
 
 if __name__ == "__main__":
-    run(main)
+    shim("validate")
