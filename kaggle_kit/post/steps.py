@@ -20,7 +20,8 @@ Adding a step: its kernel + numpy twin in ``post/kernels.py``, its :class:`Param
 and one :class:`Step` entry in :data:`STEPS`. Rules a step must follow (the tuner's exactness rests on them):
 class c's output depends only on class c's input plane(s), class c's numbers and the global ones; neutral
 numbers leave a class untouched; and nothing becomes positive outside the voxels where some member reaches
-the lowest threshold (the tuner works on per-class crops of those, plus one slice of context along z).
+the lowest threshold (the tuner works on per-class crops of those, plus one slice of context along z) — or
+the step declares ``crop_safe=False`` and the tuner evaluates uncropped.
 
 Value conventions: per-class numbers are tuples of C values (one value of one class in the tuner's keys),
 globals are scalars; probabilities are on the [0, 1] scale here and scaled to 0..255 for the kernels.
@@ -213,7 +214,11 @@ class Step:
     step (connectivity). call(kernel, bits, counts, v, ctx): the kernel call with this step's numbers
     (``v``: name -> per-class tuple / global scalar). classifier(v): for one class's canonical values,
     whether the step reads the classifier (None: never). canon(v): one class's values with those that have
-    no effect set to neutral (beyond each number's own ``noop``).
+    no effect set to neutral (beyond each number's own ``noop``). crop_safe: the step sets no voxel outside
+    the box of the voxels already positive (plus one slice of context along z), so the tuner may evaluate it
+    on its crops (``tests/post/test_steps.py`` checks each declared step on random masks and values); a step
+    that can (a dilation, a hole filling across the box) declares ``crop_safe=False`` and the tuner then
+    evaluates every class on the whole volume (exact, slower).
     """
 
     name: str
@@ -225,6 +230,7 @@ class Step:
     reads: tuple[Param, ...] = ()
     classifier: Callable | None = None
     canon: Callable | None = None
+    crop_safe: bool = True
 
     @property
     def needs_classifier(self) -> bool:

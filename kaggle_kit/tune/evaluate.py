@@ -13,7 +13,8 @@ Why it is fast, all of it exact:
 
 - a (case-day, class) is kept as a crop: the box of the voxels where some member reaches the lowest
   threshold searched, or the truth is set, plus one slice on each side along z (z smoothing looks at
-  neighbours). Nothing outside can become positive, the rows outside are empty in both masks, and the
+  neighbours). Nothing outside can become positive (every step of STEPS declares it, ``Step.crop_safe``;
+  when one does not, every crop is the whole volume), the rows outside are empty in both masks, and the
   Hausdorff distance is translation-invariant (its normaliser uses the full shape);
 - the statistics of a candidate are kept per case-day (Dice sum, Dice rows, Hausdorff sum, Hausdorff
   terms), so its score on any subset of case-days (a fold, all folds but one) is a sum: nested runs share
@@ -44,8 +45,7 @@ from kaggle_kit.tune.space import class_values
 from kaggle_kit.utils import progress
 
 __all__ = ["LEVELS", "Evaluator", "OOFData", "capped_outputs", "class_key", "load_oof", "probability_ceilings",
-           "setting_keys", "total_score",
-           "verify_setting"]
+           "setting_keys", "total_score", "verify_setting", "whole_volumes"]
 
 _FUSION, _STEPS = STEPS[0], STEPS[1:]
 # A class key (see class_key) is (weights, threshold, key of STEPS[1], ..., key of STEPS[-1]); the result of
@@ -118,6 +118,11 @@ class OOFData:
         return cls(list(pixel), list(classifier), cds, float(np.float64(floor_thr) * 255.0), tuple(classes))
 
 
+def whole_volumes() -> bool:
+    """Whether the crops must be whole volumes: some step may set voxels outside its input's box."""
+    return not all(s.crop_safe for s in _STEPS)
+
+
 def _floor(floor_thr: float) -> int:
     """The smallest uint8 member value that can reach ``floor_thr``: a fused value is at most the largest
     member value times (1 + 1e-6) (float32 weights summing to 1), so below this nothing ever passes."""
@@ -132,6 +137,11 @@ def _case_day(name, fold, truth, pix, clf, lo: int, n_classes: int) -> _CaseDay:
 def _crops(pix: np.ndarray, truth: np.ndarray, lo: int, n_classes: int) -> list:
     d = truth.shape[0]
     out = []
+    if whole_volumes():
+        for c in range(n_classes):
+            out.append(_Crop(0, 0, 0, np.ascontiguousarray(pix[:, :, c:c + 1]),
+                             np.ascontiguousarray((truth >> c) & 1, dtype=np.uint8)))
+        return out
     for c in range(n_classes):
         on = (pix[:, :, c] >= lo).any(0) | ((truth >> c) & 1).astype(bool)
         zs = np.flatnonzero(on.any((1, 2)))
