@@ -13,7 +13,7 @@ METRIC ?=
 # optional: SEED=N, the synthetic data's seed (another seed: another data set, its own work folder)
 SEED ?=
 
-.PHONY: install lock demo test test-slow bench lint clean
+.PHONY: install lock demo test test-fast test-slow bench lint clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (python 3.11 or 3.12)"; exit 1; }
@@ -41,6 +41,11 @@ demo: install
 
 test: install
 	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q
+
+# what needs no training (the post-processing, the metric, data, formats, the tuner on fake maps): ~1 min
+FAST_TESTS := tests/test_architecture.py tests/test_config.py tests/data tests/io tests/metric tests/post tests/tune
+test-fast: install
+	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q $(FAST_TESTS)
 
 test-slow: install
 	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q -m slow

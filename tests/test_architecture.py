@@ -14,13 +14,14 @@ PKG = Path(__file__).resolve().parents[1] / "kaggle_kit"
 # own part (a sub-package or module). Parts on one stage do not import each other.
 STAGES = {
     "__init__": 0, "utils": 0, "_compat": 0, "resources": 0,
-    "env": 0.5, "config": 0.5, "paths": 0.5, "registry": 0.5,
+    "env": 0.5, "config": 0.5, "paths": 0.5, "registry": 0.5, "plan": 0.5,
     "data": 1,
     "io": 2,
     "metric": 3,
     "engine": 4, "post": 4, "losses": 4,
     "families": 5, "tune": 5,
     "deploy": 6,
+    "pipeline": 6.5,  # the main job (kk run): stages over every part below it; commands is its front
     "cli": 7,  # the tools' error reporting: may catch the error types of every stage
     "commands": 8,  # kk and its subcommands (tools/*.py are shims of them): may use every stage
     "__main__": 9,  # python -m kaggle_kit = kk
