@@ -24,7 +24,9 @@ CONFIG_ROOT = config_root()
 
 
 class ConfigError(UserError, ValueError):
-    """A config that does not parse or validate; the message names the key, the file and a fix."""
+    """A config that does not parse or validate; the message names the key, the file and a fix. The one
+    error of every config dialect: family configs, the ensemble YAML (``kaggle_kit.post.ensemble`` raises
+    it) and the search YAML (``kaggle_kit.tune.space.SearchError`` derives from it)."""
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kaggle_kit.config import read_yaml_file
+from kaggle_kit.config import ConfigError, read_yaml_file  # an ensemble YAML that does not validate
 from kaggle_kit.data.raw import CLASSES, discover_split
 from kaggle_kit.io.probmaps import KINDS, ProbMapError, read_manifest, read_probmap, to_uint8
 from kaggle_kit.io.submission import SubmissionError, attach_geometry, expected_rows, write_submission
-from kaggle_kit.utils import UserError, progress
+from kaggle_kit.utils import progress
 from kaggle_kit.post import kernels as K
 from kaggle_kit.post.postprocess import PostParams, fuse_classifier, postprocess
 from kaggle_kit.post.steps import PARAMS, STEPS, per_class, read_values, unknown_keys, yaml_layout
@@ -66,10 +66,6 @@ __all__ = [
 
 # ensemble split -> (data folder split, prediction split)
 SPLITS = {"test": ("test", "test"), "oof": ("train", "oof")}
-
-
-class ConfigError(UserError, ValueError):
-    """An ensemble YAML that does not validate; the message names the key."""
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, make_dataclass
 
-from kaggle_kit.config import read_yaml_file
+from kaggle_kit.config import ConfigError, read_yaml_file
 from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.scorer import MetricConfig
 from kaggle_kit.post.steps import PARAMS, STEPS, read_candidates, unknown_keys, write_values, yaml_layout
 from kaggle_kit.tune.metric_reruns import search_metric
-from kaggle_kit.utils import UserError
 
 __all__ = ["ClassParams", "GlobalParams", "SearchError", "SearchSpace", "class_values", "load_search_space",
            "parse_search_space", "setting_to_ensemble"]
 
 
-class SearchError(UserError, ValueError):
+class SearchError(ConfigError):
     """A search-space YAML that does not validate; the message names the key."""
 
 
@@ -73,7 +72,7 @@ class SearchSpace:
     nested: bool = True
     later_rounds: str = "neighbours"  # or "full": every candidate in every round
     held_out_steps: bool = False  # step gains held out per fold too (costs one evaluation per step and fold)
-    min_gain: float = 1e-5  # a candidate must beat the current value by more than this to replace it
+    min_gain: float = 1e-3  # a candidate must beat the current value by more than this to replace it
     per_class: bool = True  # False: every per-class number takes one value for all classes (fewer choices)
     fallback_plain: bool = True  # write the plain average @0.5 when the nested held-out says tuning loses to it
     metric: MetricConfig = field(default_factory=MetricConfig)
@@ -157,39 +156,41 @@ def parse_search_space(obj, source: str = "<search>", available: Mapping | None 
             if p.classifier:
                 (options if p.per_class else globals_)[p.name] = \
                     ([p.neutral],) * len(classes) if p.per_class else [p.neutral]
-    rounds = srch.get("rounds", 3)
+    rounds = srch.get("rounds", SearchSpace.rounds)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise SearchError(f"{source}.search.rounds: expected an integer >= 1, got {rounds!r}")
     flags = {}
-    for key, default in (("nested", True), ("held_out_steps", False), ("per_class", True), ("fallback_plain", True)):
-        flags[key] = srch.get(key, default)
+    for key in ("nested", "held_out_steps", "per_class", "fallback_plain"):
+        flags[key] = srch.get(key, getattr(SearchSpace, key))
         if not isinstance(flags[key], bool):
             raise SearchError(f"{source}.search.{key}: expected true/false, got {flags[key]!r}")
     if not flags["per_class"]:
         mixed = [k for k, lists in options.items() if any(lst != lists[0] for lst in lists)]
         if mixed:
             raise SearchError(f"{source}.search.per_class is false, but {mixed} have per-class candidate lists")
-    min_gain = srch.get("min_gain", 1e-5)
+    min_gain = srch.get("min_gain", SearchSpace.min_gain)
     if isinstance(min_gain, bool) or not isinstance(min_gain, (int, float)) or not 0 <= min_gain < 1:
         raise SearchError(f"{source}.search.min_gain: expected a number in [0, 1), got {min_gain!r}")
-    later = srch.get("later_rounds", "neighbours")
+    later = srch.get("later_rounds", SearchSpace.later_rounds)
     if later not in ("neighbours", "full"):
         raise SearchError(f"{source}.search.later_rounds: expected 'neighbours' or 'full', got {later!r}")
-    metric_yaml = obj.get("metric", "default")
+    metric_yaml = obj.get("metric", SearchSpace.metric_yaml)
     try:
         metric = MetricConfig.from_name(metric_yaml) if isinstance(metric_yaml, str) else MetricConfig(**metric_yaml)
     except (TypeError, KeyError, ValueError) as e:
         raise SearchError(f"{source}.metric: {e.args[0] if e.args else e}") from None
     target = metric if search_metric(metric) != metric else None
     metric = search_metric(metric)  # mlebench does not decompose per class: its surrogate is searched
-    max_grid = w.get("max_grid", 100)
+    max_grid = w.get("max_grid", SearchSpace.weight_max_grid)
     if isinstance(max_grid, bool) or not isinstance(max_grid, int) or max_grid < 1:
         raise SearchError(f"{source}.weights.max_grid: expected an integer >= 1, got {max_grid!r}")
     return SearchSpace(pixel, classifier, options, globals_,
-                       weight_step=step(w.get("step"), f"{source}.weights.step", 0.2),
-                       weight_refine=step(w.get("refine_step"), f"{source}.weights.refine_step", 0.1),
+                       weight_step=step(w.get("step"), f"{source}.weights.step", SearchSpace.weight_step),
+                       weight_refine=step(w.get("refine_step"), f"{source}.weights.refine_step",
+                                          SearchSpace.weight_refine),
                        weight_max_grid=max_grid,
-                       cls_weight_step=step(cw.get("step"), f"{source}.classifier_weights.step", 0.25),
+                       cls_weight_step=step(cw.get("step"), f"{source}.classifier_weights.step",
+                                            SearchSpace.cls_weight_step),
                        rounds=rounds, nested=flags["nested"], later_rounds=later,
                        held_out_steps=flags["held_out_steps"], min_gain=float(min_gain),
                        per_class=flags["per_class"], fallback_plain=flags["fallback_plain"], metric=metric,

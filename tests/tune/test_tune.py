@@ -460,3 +460,35 @@ def test_tune_oof_reports_a_capped_output(store, tmp_path, capsys):
     assert f"warning: capped, fold 2, {c}: its OOF probability never exceeds 0.400" in captured.err
     md = (tmp_path / "tuned_report" / "report.md").read_text()
     assert "## Probability ceilings" in md and f"| capped | 2 | {c} |" in md and "**0.400**" in md
+
+
+# --------------------------------------------------------------------------------------------- defaults
+def test_code_defaults_equal_the_shipped_search_defaults():
+    """A search YAML that omits a setting of the search itself gets what configs/ensemble/search_default.yaml
+    ships (the code's defaults and the shipped file cannot drift apart: the min_gain of one was 1e-5, of the
+    other 1e-3). The candidate lists of the steps are not defaults but the search space: left out, a step
+    stays off."""
+    from dataclasses import MISSING, fields
+
+    from kaggle_kit.tune.space import SearchSpace
+
+    shipped = yaml.safe_load((ROOT / "configs" / "ensemble" / "search_default.yaml").read_text())
+    members = {"a": "pixel", "c": "classifier"}
+    from_yaml = parse_search_space(shipped, "default", available=members)
+    omitted = parse_search_space({"members": "auto"}, "bare", available=members)
+    compared = [f.name for f in fields(SearchSpace) if f.default is not MISSING or f.default_factory is not MISSING]
+    assert {"min_gain", "rounds", "weight_step", "nested", "later_rounds", "fallback_plain"} <= set(compared)
+    for name in compared:
+        assert getattr(omitted, name) == getattr(from_yaml, name), name
+
+
+def test_one_config_error_for_every_dialect():
+    """Family configs, the ensemble YAML and the search YAML raise one ConfigError (or a subclass)."""
+    from kaggle_kit.config import ConfigError, apply_overrides
+    from kaggle_kit.post import ensemble
+
+    assert ensemble.ConfigError is ConfigError and issubclass(SearchError, ConfigError)
+    for bad in (lambda: parse_ensemble_config({"members": []}, "e"), lambda: parse_search_space({"members": []}, "s"),
+                lambda: apply_overrides({"a": 1}, ["no-equals-sign"])):
+        with pytest.raises(ConfigError):
+            bad()

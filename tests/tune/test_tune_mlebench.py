@@ -74,18 +74,15 @@ def test_select_and_hold_out(store):
 def test_tune_oof_for_mlebench_end_to_end(store, tmp_path, capsys):
     """metric: mlebench in the search YAML: the tool runs, the YAML says mlebench, tools/ensemble.py's OOF score
     equals the exact in-sample target score, and the report shows the held-out folds under both metrics."""
-    import importlib.util
     import json
 
     import yaml
 
     from kaggle_kit.post.ensemble import load_ensemble_config
 
-    from tests.conftest import ROOT, run_tool
+    from tests.conftest import run_tool
 
-    spec = importlib.util.spec_from_file_location("tune_oof_tool_b", ROOT / "tools" / "tune_oof.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from kaggle_kit.commands import tune_oof as mod
     search = tmp_path / "search.yaml"
     search.write_text(yaml.safe_dump({"members": "auto", "threshold": [0.3, 0.5], "min_area_2d": [None, 4],
                                       "weights": {"step": 0.5}, "search": {"rounds": 1}, "metric": "mlebench"}))
