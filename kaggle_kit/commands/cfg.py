@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     name = a.name.removesuffix(".yaml")
     path = CONFIG_ROOT / name / "default.yaml" if (CONFIG_ROOT / name).is_dir() else CONFIG_ROOT / f"{name}.yaml"
     if not path.is_file():
-        raise ConfigError(f"no shipped config {a.name!r} under {CONFIG_ROOT}; {did_you_mean(name, _shipped())}")
+        families = sorted(p.parent.name for p in CONFIG_ROOT.glob("*/default.yaml"))
+        raise ConfigError(f"no shipped config {a.name!r} under {CONFIG_ROOT}; {did_you_mean(name, families + _shipped())}")
     if a.resolved:
         sys.stdout.write(dump_config(load_config(path)))
     else:

@@ -4,8 +4,9 @@
     kk predict CONFIG --split test [--fold all | 0,1,2,3,4]         # mean over fold models
     kk predict CONFIG --split oof,test [--cache C --work-root W --pred-root P]   # both, in one process
 
-One JSON summary line per split, in the order given; ``--summary-json`` writes {split: summary}. A fold that the cache's folds.csv lacks, a config
-that does not validate or a checkpoint that does not load exits 2 with one ``error:`` line.
+One JSON summary line per split, in the order given; ``--summary-json`` writes {split: summary}. A fold that
+the cache's folds.csv lacks, a config that does not validate or a checkpoint that does not load exits 2 with
+one ``error:`` line.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def main(argv=None) -> int:
             "'all' (test only: the model trained on every case)")
     add_config_path_flags(ap)
     ap.summary_json()
-    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. predict.tta=false")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. predict.tta=hflip")
     a = ap.parse_intermixed_args(argv)  # overrides may follow options
     a.overrides = config_path_overrides(ap, a, a.overrides)
     setup_offline()
