@@ -1,9 +1,10 @@
-"""Hooks: export of self-describing inference checkpoints and a CSV metrics log."""
+"""Hooks: export of self-describing inference checkpoints, a CSV metrics log and the step timer."""
 from __future__ import annotations
 
 import csv
 import json
 import math
+import time
 from pathlib import Path
 
 from mmengine.dist import is_main_process
@@ -12,7 +13,7 @@ from mmengine.hooks import Hook
 from kaggle_kit.utils import atomic_path
 from kaggle_kit.engine.checkpoint import save_inference_checkpoint
 
-__all__ = ["ExportHook", "CSVLogHook", "unwrap_net", "ema_net"]
+__all__ = ["ExportHook", "CSVLogHook", "StepTimerHook", "unwrap_net", "ema_net"]
 
 
 def unwrap_net(runner):
@@ -129,3 +130,37 @@ class CSVLogHook(Hook):
             w = csv.DictWriter(f, fieldnames=keys, restval="")
             w.writeheader()
             w.writerows(rows + [row])
+
+
+class StepTimerHook(Hook):
+    """Wall seconds (and the learning rate) of every training iteration and of the whole training, written to ``timing.json`` in the
+    work folder when training ends: what a time budget's calibration and re-plan read (``kaggle_kit.plan``)."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self):
+        self.steps: list[float] = []
+        self.lrs: list[float] = []
+        self._t = self._t0 = None
+
+    def before_train(self, runner) -> None:
+        self._t0 = time.perf_counter()
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        lr = runner.optim_wrapper.get_lr()
+        self.lrs.append(float(next(iter(lr.values()))[0]) if isinstance(lr, dict) else float("nan"))
+        self._t = time.perf_counter()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.steps.append(time.perf_counter() - self._t)
+
+    def after_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        total = time.perf_counter() - self._t0
+        out = {"iters": len(self.steps), "train_seconds": round(total, 3),
+               "iter_seconds": [round(s, 5) for s in self.steps], "iter_lr": [float(f"{v:.6g}") for v in self.lrs]}
+        path = Path(runner.work_dir) / "timing.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(out))
+        tmp.replace(path)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from kaggle_kit.config import CONFIG_ROOT, parse_yaml
 from kaggle_kit.engine.checkpoint import enable_resume_loader
-from kaggle_kit.engine.hooks import CSVLogHook, ExportHook
+from kaggle_kit.engine.hooks import CSVLogHook, ExportHook, StepTimerHook
 from kaggle_kit.engine.model import TaskModel
 
-__all__ = ["build_runner", "dist_launcher", "optim_wrapper_type", "seed_init", "train_defaults"]
+__all__ = ["build_runner", "dist_launcher", "optim_wrapper_type", "seed_init", "train_defaults", "training_length"]
 
 
 def train_defaults() -> dict:
@@ -66,6 +66,44 @@ def dist_launcher() -> str:
     return "pytorch" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "none"
 
 
+def training_length(n_samples: int, t: dict) -> tuple[int, int]:
+    """(epochs, iterations per epoch) of a resolved ``train`` section on ``n_samples`` training samples.
+
+    ``train.iters`` null: ``train.epochs`` full epochs. ``train.iters`` N (what a time budget plans): N
+    iterations in all, as ``round(N / full epoch)`` epochs (at least 1) of ``ceil(N / epochs)`` iterations each,
+    each epoch a fresh random subset when that is less than a full pass; warm-up and cosine end at N."""
+    full = max(1, n_samples // max(1, int(t["batch_size"])))
+    n = t.get("iters")
+    if n is None:
+        return int(t["epochs"]), full
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"train.iters must be >= 1 (or null for train.epochs), got {n}")
+    epochs = max(1, round(n / full))
+    return epochs, min(full, -(-n // epochs))
+
+
+def _subset_sampler(dataset, samples: int, seed: int):
+    """mmengine's DefaultSampler (shuffled, DDP-aware, reseeded per epoch) cut to ``samples`` per epoch over all
+    ranks: an epoch of the planned length that still sees a new random subset each time."""
+    import itertools
+
+    from mmengine.dataset import DefaultSampler
+
+    class _Subset(DefaultSampler):
+        def __init__(self):
+            super().__init__(dataset, shuffle=True, seed=seed)
+            self.num_samples = min(self.num_samples, -(-samples // self.world_size))
+
+        def __iter__(self):
+            return itertools.islice(super().__iter__(), self.num_samples)
+
+        def __len__(self):
+            return self.num_samples
+
+    return _Subset()
+
+
 def _collate(batch):
     from mmengine.dataset import default_collate
 
@@ -91,19 +129,22 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     optim_wrapper = dict(type=optim_wrapper_type(t, cuda), optimizer=optimizer)
     if t["grad_clip"]:
         optim_wrapper["clip_grad"] = dict(max_norm=float(t["grad_clip"]))
-    n_iter_epoch = max(1, len(train_ds) // max(1, t["batch_size"]))
-    warm = min(int(t["warmup_iters"]), max(1, n_iter_epoch * t["epochs"] // 4))
+    epochs, per_epoch = training_length(len(train_ds), t)
+    warm = min(int(t["warmup_iters"]), max(1, per_epoch * epochs // 4))
     sched = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=max(warm, 1))]
-    if t["scheduler"] == "cosine":
-        sched.append(dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=t["epochs"], T_max=t["epochs"],
+    if t["scheduler"] == "cosine":  # ends where the training ends: a shorter plan is a shorter schedule
+        sched.append(dict(type="CosineAnnealingLR", by_epoch=True, begin=0, end=epochs, T_max=epochs,
                           eta_min=t["lr"] * 0.01, convert_to_iter_based=True))
     elif t["scheduler"] != "constant":
         raise KeyError(f"unknown scheduler {t['scheduler']!r}; options: ['cosine', 'constant']")
     nw = int(t["num_workers"])
+    n_full = max(1, len(train_ds) // max(1, t["batch_size"]))
+    sampler = dict(type="DefaultSampler", shuffle=True) if per_epoch >= n_full else \
+        _subset_sampler(train_ds, per_epoch * int(t["batch_size"]), int(t["seed"]))
     loader = dict(batch_size=t["batch_size"], num_workers=nw, persistent_workers=nw > 0,
-                  sampler=dict(type="DefaultSampler", shuffle=True), collate_fn=_collate, pin_memory=cuda)
+                  sampler=sampler, collate_fn=_collate, pin_memory=cuda)
     has_val = val_ds is not None and len(val_ds) > 0
-    custom_hooks = [ExportHook(meta), CSVLogHook()]
+    custom_hooks = [ExportHook(meta), CSVLogHook(), StepTimerHook()]
     if t["ema"]:
         custom_hooks.insert(0, dict(type="EMAHook", momentum=float(t["ema_momentum"]), update_buffers=True))
     if launcher == "pytorch" and not cuda:
@@ -126,7 +167,7 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
         val_dataloader=dict(dataset=val_ds, **dict(loader, batch_size=t["val_batch_size"],
                                                     sampler=dict(type="DefaultSampler", shuffle=False))) if has_val else None,
         val_evaluator=Evaluator([val_metric]) if has_val else None,
-        train_cfg=dict(by_epoch=True, max_epochs=int(t["epochs"]), val_interval=int(t["val_interval"])),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=min(int(t["val_interval"]), epochs)),
         val_cfg=dict() if has_val else None,
         optim_wrapper=optim_wrapper,
         param_scheduler=sched,
