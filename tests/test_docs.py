@@ -212,3 +212,26 @@ def test_result_tables_say_where_they_were_measured(name):
 
     t = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     assert t["machine"] and t["date"] and t["version"]
+
+
+def _config_files() -> list[Path]:
+    return sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _config_files(), ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_config_header_is_why_plus_a_docs_link(path):
+    """A config opens with at most three comment lines saying why, one naming an existing docs page; the
+    evidence (measurements) lives in docs/results, not in the config."""
+    lines = path.read_text().splitlines()
+    header = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert 1 <= len(header) <= 3, f"{path}: a header of 1-3 comment lines, not {len(header)}"
+    links = re.findall(r"docs/[\w./-]+\.md", " ".join(header))
+    assert links, f"{path}: the header names no docs page"
+    for link in links:
+        assert (ROOT / link).is_file(), f"{path}: header links to missing {link}"
+    history = [ln for ln in lines if "#" in ln and re.search(r"\bsessions?\b|\bREADME, \"", ln.split("#", 1)[1])]
+    assert not history, f"{path}: comments that tell history: {history}"
