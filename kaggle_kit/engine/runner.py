@@ -167,7 +167,9 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
         val_dataloader=dict(dataset=val_ds, **dict(loader, batch_size=t["val_batch_size"],
                                                     sampler=dict(type="DefaultSampler", shuffle=False))) if has_val else None,
         val_evaluator=Evaluator([val_metric]) if has_val else None,
-        train_cfg=dict(by_epoch=True, max_epochs=epochs, val_interval=min(int(t["val_interval"]), epochs)),
+        # a planned length (train.iters) validates once, at its end: the OOF maps come from the last weights
+        train_cfg=dict(by_epoch=True, max_epochs=epochs,
+                       val_interval=epochs if t.get("iters") is not None else min(int(t["val_interval"]), epochs)),
         val_cfg=dict() if has_val else None,
         optim_wrapper=optim_wrapper,
         param_scheduler=sched,

@@ -53,6 +53,8 @@ def ultralytics_args(cfg: dict, data_yaml: Path, wd: Path, has_val: bool) -> dic
         "fliplr": float(t["fliplr"]), "degrees": float(t["degrees"]), "translate": float(t["translate"]),
         "scale": float(t["scale"]),
     }
+    if t.get("time_h") is not None:  # a time budget's plan: ultralytics fits its epochs and schedule to it
+        args["time"] = float(t["time_h"])
     args.update(t.get("overrides") or {})
     return args
 
