@@ -235,3 +235,13 @@ def test_config_header_is_why_plus_a_docs_link(path):
         assert (ROOT / link).is_file(), f"{path}: header links to missing {link}"
     history = [ln for ln in lines if "#" in ln and re.search(r"\bsessions?\b|\bREADME, \"", ln.split("#", 1)[1])]
     assert not history, f"{path}: comments that tell history: {history}"
+
+
+def test_architecture_page_names_every_stage_part():
+    from tests.test_architecture import STAGES
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    plan = text.split("stage  part of kaggle_kit/", 1)[1].split("```", 1)[0]
+    col = " ".join(line[6:38] for line in plan.splitlines())  # the "part of kaggle_kit/" column only
+    missing = [p for p in STAGES if p != "__init__" and not re.search(rf"(?<![\w.]){re.escape(p)}\b", col)]
+    assert not missing, f"docs/architecture.md's stage plan lacks {missing} (tests/test_architecture.py STAGES)"
