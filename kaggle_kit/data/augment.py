@@ -47,7 +47,7 @@ LIGHT_INT_GAMMA = 0.25  # light_int's gamma range: g in [1 / 1.25, 1.25] (also t
 
 def _light_int(hflip: float = 0.5):
     """light + gamma, contrast and brightness per sample: organ intensities that sit elsewhere on a new case
-    (the CPU preset's 2.5D member; README, "Session 8")."""
+    (the CPU preset's 2.5D member)."""
     return _light(hflip) + [RandomIntensity(brightness=0.1, contrast=0.15, gamma=LIGHT_INT_GAMMA, p=0.5)]
 
 

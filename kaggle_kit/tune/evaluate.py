@@ -203,7 +203,7 @@ def probability_ceilings(data: OOFData) -> list[dict]:
     member never reaches the lowest threshold the search uses (``data.floor255``: below it the maps were not
     kept). A fold and class whose output stays below a threshold loses the class on every case-day of that
     fold at that threshold: a capped ("dead") output, e.g. a head whose weights on the last features all went
-    negative (README, "Session 9")."""
+    negative."""
     lo = math.floor(data.floor255 - 0.01) + 1  # the smallest uint8 value the crops were cut at (_floor)
     acc: dict[tuple, list] = {}
     for cd in data.case_days:
