@@ -245,3 +245,26 @@ def test_architecture_page_names_every_stage_part():
     col = " ".join(line[6:38] for line in plan.splitlines())  # the "part of kaggle_kit/" column only
     missing = [p for p in STAGES if p != "__init__" and not re.search(rf"(?<![\w.]){re.escape(p)}\b", col)]
     assert not missing, f"docs/architecture.md's stage plan lacks {missing} (tests/test_architecture.py STAGES)"
+
+
+def test_results_add_appends_a_row_from_a_kk_run_log(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    for p in (ROOT / "docs" / "results").glob("*.json"):
+        shutil.copy(p, tmp_path / p.name)
+    monkeypatch.setattr(TABLES, "HERE", tmp_path)
+    monkeypatch.setattr(TABLES, "OUT", tmp_path / "README.md")
+    line = {"oof": {"det_tiny_cpu": None, "seg25d_tiny_cpu_boxes": 0.84}, "test": 0.85, "held_out": 0.86,
+            "held_out_plain_average_05": 0.83, "detector_box_recall": {"det_tiny_cpu": 0.995},
+            "baselines": {"empty": 0.0, "intensity": 0.5}, "seconds": 912.0}
+    (tmp_path / "run.log").write_text("[run_all] done\n" + json.dumps(line) + "\n")
+    n = len(json.loads((tmp_path / "demo.json").read_text())["rows"])
+    assert TABLES.main(["add", "demo", str(tmp_path / "run.log"), "--set", "seed=3"]) == 0
+    row = json.loads((tmp_path / "demo.json").read_text())["rows"][-1]
+    assert len(json.loads((tmp_path / "demo.json").read_text())["rows"]) == n + 1
+    assert row == {"test": 0.85, "held_out": 0.86, "plain_held_out": 0.83, "oof_25d": 0.84, "box_recall": 0.995,
+                   "intensity": 0.5, "wall_min": 15.2, "seed": 3}
+    assert "| 3 | 15.2 | - |" in (tmp_path / "README.md").read_text()
+    with pytest.raises(SystemExit, match="not a column"):
+        TABLES.main(["add", "demo", str(tmp_path / "run.log"), "--set", "bogus=1"])
