@@ -178,12 +178,21 @@ def test_readme_is_at_most_120_lines():
     assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}); move detail into docs/"
 
 
-def test_readme_links_resolve():
+def _anchors(md: Path) -> set[str]:
+    """GitHub's heading anchors of a markdown file: lower case, punctuation dropped, spaces to hyphens."""
+    heads = re.findall(r"^#+\s+(.+?)\s*$", md.read_text(), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def test_doc_links_resolve():
     for path in doc_files():
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", path.read_text()):
             if "://" in target:
                 continue
-            assert (path.parent / target).exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+            dest = path.parent / target if target else path
+            assert dest.exists(), f"{path.relative_to(ROOT)} links to missing {target}"
+            if anchor and dest.suffix == ".md":
+                assert anchor in _anchors(dest), f"{path.relative_to(ROOT)} links to {target}#{anchor}: no such heading"
 
 
 def test_cli_reference_is_generated_from_help():
