@@ -11,13 +11,14 @@ __all__ = ["dataset_kwargs", "make_datasets"]
 
 
 def dataset_kwargs(data_cfg: dict) -> dict:
-    """SliceDataset25D keyword arguments from the ``data`` section (shared by train and predict)."""
+    """SliceDataset25D keyword arguments from the ``data`` section (shared by train and predict): a resolved
+    family config's, or a checkpoint meta's as :func:`kaggle_kit.engine.checkpoint.read_meta` gives it (keys
+    older checkpoints lack are filled there, by format, so every key is read here as is)."""
     return dict(
         stack=StackSpec(k=data_cfg["k"], stride=data_cfg["stride"], mode=data_cfg["stack_mode"],
                         ends=data_cfg["ends"]),
         size=tuple(data_cfg["size"]), geometry_mode=data_cfg["geometry"], norm=data_cfg["norm"],
-        crop=data_cfg["crop"], box_scope=data_cfg.get("box_scope", "slice"),  # older checkpoints: no box_scope
-        box_pad=_box_pad(data_cfg.get("box_pad", 0.0)),  # older checkpoints: no pad
+        crop=data_cfg["crop"], box_scope=data_cfg["box_scope"], box_pad=_box_pad(data_cfg["box_pad"]),
     )
 
 

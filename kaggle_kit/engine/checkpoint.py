@@ -3,7 +3,12 @@
 Inference checkpoints are plain dicts ``{"state_dict": {name: tensor}, "meta": {...plain types...}}``
 loaded with ``torch.load(weights_only=True)``: a downloaded Kaggle dataset cannot run code through them.
 ``meta`` describes the model completely (family, model kwargs, input pipeline, fold, classes, data
-fingerprint), so the notebook needs no YAML.
+fingerprint), so the notebook needs no YAML. ``meta["format"]`` (an int, :data:`CHECKPOINT_FORMAT`) says how
+to read it: every load goes through the reader of its format (:func:`read_meta`), which gives the meta in
+the shape today's code reads (keys a format's older files lack filled with the value they meant), so a
+renamed key is a failing test on the frozen metas of ``tests/engine/fixtures/``, not a dropped member.
+A checkpoint without ``format`` was written before the key existed: format 1. A format this code does not
+know (a newer kaggle_kit wrote it) is a :class:`CheckpointError` naming the file.
 
 mmengine 0.10.7's own training checkpoints pickle its HistoryBuffer and need ``weights_only=False``; they
 are only ever loaded to resume a run's own training (``enable_resume_loader``).
@@ -17,7 +22,11 @@ from pathlib import Path
 from kaggle_kit.utils import UserError
 from kaggle_kit.utils import atomic_path
 
-__all__ = ["CheckpointError", "save_inference_checkpoint", "load_inference_checkpoint", "enable_resume_loader", "plain"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "enable_resume_loader", "load_inference_checkpoint", "plain",
+           "read_meta", "save_inference_checkpoint"]
+
+#: The format of the inference checkpoints this code writes (``meta["format"]``).
+CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(UserError, ValueError):
@@ -34,8 +43,37 @@ def save_inference_checkpoint(path: str | Path, state_dict: dict, meta: dict) ->
 
     sd = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": sd, "meta": plain(meta)}, tmp)
+        torch.save({"state_dict": sd, "meta": dict(plain(meta), format=CHECKPOINT_FORMAT)}, tmp)
     return Path(path)
+
+
+# data.* keys of the 2.5D input pipeline (families seg25d and cls) that format-1 checkpoints written before
+# the key existed lack, with the value they meant then
+_V1_DATA_25D_ADDED = {"box_scope": "slice", "box_pad": 0.0}
+
+
+def _read_meta_v1(meta: dict, path) -> dict:
+    meta = dict(meta, format=1)
+    if meta.get("family") in ("seg25d", "cls") and isinstance(meta.get("data"), dict):
+        meta["data"] = {**_V1_DATA_25D_ADDED, **meta["data"]}
+    return meta
+
+
+_META_READERS = {1: _read_meta_v1}
+
+
+def read_meta(meta, path) -> dict:
+    """The meta of the checkpoint ``path`` read by the reader of its ``format`` (absent: 1) into the shape
+    today's code reads; CheckpointError naming ``path`` for a format with no reader."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the checkpoint's meta is a {type(meta).__name__}, not a mapping")
+    fmt = meta.get("format", 1)
+    reader = _META_READERS.get(fmt) if isinstance(fmt, int) and not isinstance(fmt, bool) else None
+    if reader is None:
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this kaggle_kit reads format(s) "
+                              f"{sorted(_META_READERS)}: a newer kaggle_kit wrote it, upgrade kaggle_kit (or the "
+                              "bundle's wheel) or re-export the checkpoint with this one")
+    return reader(meta, path)
 
 
 def load_inference_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, dict]:
@@ -60,7 +98,7 @@ def load_inference_checkpoint(path: str | Path, map_location="cpu") -> tuple[dic
     if not isinstance(ck, dict) or "state_dict" not in ck or "meta" not in ck:
         raise CheckpointError(f"{path}: not an inference checkpoint (expected keys state_dict, meta); "
                               "use the best.pth / last.pth that tools/train.py exports")
-    return ck["state_dict"], ck["meta"]
+    return ck["state_dict"], read_meta(ck["meta"], path)
 
 
 def load_state_into(net, sd: dict, source) -> None:

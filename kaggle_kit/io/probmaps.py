@@ -272,8 +272,8 @@ def write_manifest(root, exp: str, split: str, *, family: str, kind: str, classe
            "data_fingerprint": str(data_fingerprint), **extra}
     path = manifest_path(root, exp, split)
     if path.is_file():
-        old = read_manifest(root, exp, split)
-        diff = sorted(k for k in set(old) | set(new) if k != "folds" and old.get(k) != new.get(k))
+        old, cmp = read_manifest(root, exp, split), _MANIFEST_READERS[FORMAT_VERSION](new, path)
+        diff = sorted(k for k in set(old) | set(cmp) if k != "folds" and old.get(k) != cmp.get(k))
         if diff:
             raise ProbMapError(f"{path}: existing manifest differs in {diff}; use another experiment name")
         new["folds"] = sorted(set(old["folds"]) | set(new["folds"]))
@@ -281,7 +281,21 @@ def write_manifest(root, exp: str, split: str, *, family: str, kind: str, classe
     return new
 
 
+def _read_manifest_v1(man: dict, path) -> dict:
+    missing = [k for k in _MANIFEST_KEYS if k not in man]
+    if missing:
+        raise ProbMapError(f"{path}: manifest lacks {missing}")
+    # written by engine.predict.predict_split: the predictor settings (a family's predictor_settings(cfg),
+    # verbatim) and the checkpoint choice; manifests written before those keys existed lack them
+    return {"predictor": {}, "checkpoint": None, "trained_on_all": False, **man, "format": 1}
+
+
+_MANIFEST_READERS = {1: _read_manifest_v1}
+
+
 def read_manifest(root, exp: str, split: str) -> dict:
+    """The manifest of (exp, split), read by the reader of its ``format`` (absent: 1); ProbMapError naming the
+    file when it is missing, unreadable or of a format this code has no reader for."""
     path = manifest_path(root, exp, split)
     if not path.is_file():
         raise ProbMapError(f"{path}: no manifest; experiment {exp!r} has no {split!r} predictions under {root}")
@@ -289,10 +303,15 @@ def read_manifest(root, exp: str, split: str) -> dict:
         man = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ProbMapError(f"{path}: unreadable manifest ({e})") from None
-    missing = [k for k in _MANIFEST_KEYS if k not in man]
-    if missing:
-        raise ProbMapError(f"{path}: manifest lacks {missing}")
-    return man
+    if not isinstance(man, dict):
+        raise ProbMapError(f"{path}: unreadable manifest (a {type(man).__name__}, not a mapping)")
+    fmt = man.get("format", 1)
+    reader = _MANIFEST_READERS.get(fmt) if isinstance(fmt, int) and not isinstance(fmt, bool) else None
+    if reader is None:
+        raise ProbMapError(f"{path}: manifest format {fmt!r}; this kaggle_kit reads format(s) "
+                           f"{sorted(_MANIFEST_READERS)}: a newer kaggle_kit wrote it, upgrade kaggle_kit or "
+                           "predict again with this one")
+    return reader(man, path)
 
 
 def list_case_days(root, exp: str, split: str) -> list[str]:

@@ -143,4 +143,5 @@ def test_dataset_pads_boxes_and_shows_whole_images(synth_cache):
     assert 0.4 < share < 0.6
     with pytest.raises(ValueError, match="auto"):
         dataset_kwargs({"k": 3, "stride": 1, "stack_mode": "centered", "ends": "clamp", "size": [32, 32],
-                        "geometry": "resize", "norm": "volume", "crop": "boxes", "box_pad": "auto"})
+                        "geometry": "resize", "norm": "volume", "crop": "boxes", "box_scope": "slice",
+                        "box_pad": "auto"})
