@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from kaggle_kit.cli import run
-from kaggle_kit.commands._common import Parser, add_config_path_flags, config_path_overrides, emit, spelled
+from kaggle_kit.commands._common import Parser, add_config_path_flags, config_arg, config_path_overrides, emit, spelled
 from kaggle_kit.env import setup_offline
 
 
@@ -36,9 +36,10 @@ def parse_folds(text: str) -> list:
 
 def main(argv=None) -> int:
     ap = Parser(__doc__)
-    ap.add_argument("config")
+    ap.add_argument("config", type=config_arg, help="family config: a path, or a shipped config by name (seg25d/tiny_cpu; kk cfg --list)")
     ap.flag("--fold", "--folds", required=True, help="fold index, comma-separated indices, or 'all'")
-    ap.add_argument("--resume", action="store_true", help="continue from the fold's last training checkpoint")
+    ap.add_argument("--resume", action="store_true", help="continue from the fold's last training checkpoint (read as "
+                    "plain data with weights_only=True; one holding pickled objects is refused, naming it)")
     add_config_path_flags(ap)
     ap.summary_json()
     ap.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")

@@ -10,8 +10,11 @@ renamed key is a failing test on the frozen metas of ``tests/engine/fixtures/``,
 A checkpoint without ``format`` was written before the key existed: format 1. A format this code does not
 know (a newer kaggle_kit wrote it) is a :class:`CheckpointError` naming the file.
 
-mmengine 0.10.7's own training checkpoints pickle its HistoryBuffer and need ``weights_only=False``; they
-are only ever loaded to resume a run's own training (``enable_resume_loader``).
+Training checkpoints (mmengine's ``epoch_N.pth``, for ``kk train --resume``) load with ``weights_only=True``
+too: mmengine pickles its message hub's ``HistoryBuffer`` objects (numpy inside), so before a save
+:func:`training_state_to_plain` turns them into tagged dicts of tensors (``engine.hooks.PlainStateHook``) and
+after a load :func:`training_state_from_plain` rebuilds them. A training checkpoint that holds anything else
+(one written before this, or a crafted one) is refused by name: resuming never runs code from a file.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from kaggle_kit.utils import UserError
 from kaggle_kit.utils import atomic_path
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "enable_resume_loader", "load_inference_checkpoint", "plain",
-           "read_meta", "save_inference_checkpoint"]
+           "read_meta", "save_inference_checkpoint", "training_state_from_plain", "training_state_to_plain"]
 
 #: The format of the inference checkpoints this code writes (``meta["format"]``).
 CHECKPOINT_FORMAT = 1
@@ -122,24 +125,91 @@ def load_model(path: str | Path, build, expect: dict | None = None):
     return net, meta
 
 
+# ------------------------------------------------------------------------------------ training state
+_HISTORY = "__kk_history_buffer__"  # tag of a plain-data mmengine HistoryBuffer
+_NDARRAY = "__kk_ndarray__"  # tag of a numpy array stored as a tensor
+
+
+def training_state_to_plain(obj, where: str = "checkpoint"):
+    """A training checkpoint dict -> one ``torch.load(weights_only=True)`` reads: tensors, str / int / float /
+    bool / None, and dicts, lists and tuples of them. mmengine's HistoryBuffer becomes ``{_HISTORY: 1,
+    "log_history": tensor, "count_history": tensor, "max_length": int}``, a numpy array ``{_NDARRAY: tensor}``, a
+    numpy scalar its Python value. Anything else is a TypeError naming where it sits (nothing unloadable is
+    written)."""
+    import numpy as np
+    import torch
+    from mmengine.logging import HistoryBuffer
+
+    if isinstance(obj, np.generic):  # before the plain types: numpy.float64 is a float subclass
+        return obj.item()
+    if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (str, bool, int, float):
+        return obj
+    if isinstance(obj, HistoryBuffer):
+        log, count = obj.data
+        return {_HISTORY: 1, "log_history": torch.from_numpy(np.array(log)), "max_length": int(obj.max_length),
+                "count_history": torch.from_numpy(np.array(count))}
+    if isinstance(obj, np.ndarray):
+        return {_NDARRAY: torch.from_numpy(np.array(obj))}
+    if isinstance(obj, dict):  # OrderedDict stays one (weights_only reads it)
+        return type(obj)((k, training_state_to_plain(v, f"{where}[{k!r}]")) for k, v in obj.items()) \
+            if type(obj) is not dict else {k: training_state_to_plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(training_state_to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    raise TypeError(f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} in the training state; only "
+                    "tensors, plain types and containers are saved (a torch.load(weights_only=True) file)")
+
+
+def training_state_from_plain(obj):
+    """The inverse of :func:`training_state_to_plain`: tagged dicts back to HistoryBuffer / numpy arrays."""
+    from mmengine.logging import HistoryBuffer
+
+    if isinstance(obj, dict):
+        if obj.get(_HISTORY) == 1:
+            return HistoryBuffer(obj["log_history"].numpy(), obj["count_history"].numpy(), int(obj["max_length"]))
+        if set(obj) == {_NDARRAY}:
+            return obj[_NDARRAY].numpy()
+        return type(obj)((k, training_state_from_plain(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(training_state_from_plain(v) for v in obj)
+    return obj
+
+
+def load_training_checkpoint(filename, map_location=None) -> dict:
+    """A local training checkpoint, loaded with ``weights_only=True`` (then :func:`training_state_from_plain`
+    runs in ``PlainStateHook.after_load_checkpoint``); CheckpointError naming the file when it holds more than
+    tensors and plain data."""
+    import torch
+
+    path = Path(filename)
+    if not path.is_file():
+        raise FileNotFoundError(f"{filename} can not be found.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickled objects, truncated, corrupt
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            why = ("it holds pickled objects beyond tensors and plain data, and loading it could run code (a "
+                   "training checkpoint of an older kaggle_kit, or a file not written by this run)")
+        else:
+            why = f"{type(e).__name__}: {text.splitlines()[0][:200] if text else 'truncated or corrupt'}"
+        raise CheckpointError(f"{path}: training checkpoint refused for resuming: {why}; train this fold again "
+                              "without --resume, or remove the file (and last_checkpoint) to resume from an "
+                              "earlier epoch") from None
+
+
 _RESUME_ENABLED = False
 
 
 def enable_resume_loader() -> None:
-    """Let mmengine load local training checkpoints with weights_only=False (resume only).
-
-    Registered for the empty prefix, i.e. local paths; remote schemes keep mmengine's own loaders.
-    """
+    """mmengine loads local checkpoints (resume) with :func:`load_training_checkpoint`: ``weights_only=True``,
+    a refusal naming the file otherwise. Registered for the empty prefix, i.e. local paths; remote schemes
+    keep mmengine's own loaders."""
     global _RESUME_ENABLED
     if _RESUME_ENABLED:
         return
-    import torch
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    def _load_local(filename, map_location=None):
-        if not Path(filename).is_file():
-            raise FileNotFoundError(f"{filename} can not be found.")
-        return torch.load(filename, map_location=map_location, weights_only=False)
-
-    CheckpointLoader.register_scheme(prefixes="", loader=_load_local, force=True)
+    CheckpointLoader.register_scheme(prefixes="", loader=load_training_checkpoint, force=True)
     _RESUME_ENABLED = True

@@ -1,4 +1,5 @@
-"""Hooks: export of self-describing inference checkpoints, a CSV metrics log and the step timer."""
+"""Hooks: export of self-describing inference checkpoints, plain-data training checkpoints, a CSV metrics log
+and the step timer."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from kaggle_kit.utils import atomic_path
-from kaggle_kit.engine.checkpoint import save_inference_checkpoint
+from kaggle_kit.engine.checkpoint import save_inference_checkpoint, training_state_from_plain, training_state_to_plain
 
-__all__ = ["ExportHook", "CSVLogHook", "StepTimerHook", "unwrap_net", "ema_net"]
+__all__ = ["CSVLogHook", "ExportHook", "PlainStateHook", "StepTimerHook", "ema_net", "unwrap_net"]
 
 
 def unwrap_net(runner):
@@ -76,6 +77,25 @@ class ExportHook(Hook):
             self._export(runner, "last.pth", None, net)
             self._export(runner, "best.pth", None, net)
             runner.logger.info("exported best.pth/last.pth (final weights, no validation)")
+
+
+class PlainStateHook(Hook):
+    """Training checkpoints as plain data (``torch.load(weights_only=True)`` reads them, see
+    :mod:`kaggle_kit.engine.checkpoint`): converts the checkpoint dict just before mmengine saves it, and back
+    right after a resume loaded it. Priority VERY_LOW: the last to touch a checkpoint being saved (after
+    EMAHook adds its state)."""
+
+    priority = "VERY_LOW"
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        plain_state = training_state_to_plain(checkpoint)
+        checkpoint.clear()
+        checkpoint.update(plain_state)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        restored = training_state_from_plain(checkpoint)
+        checkpoint.clear()
+        checkpoint.update(restored)
 
 
 class CSVLogHook(Hook):

@@ -2,10 +2,10 @@
 
 Families provide the pieces (net, loss, datasets, validation metric, checkpoint meta); this module maps
 the family config's ``train`` section onto the Runner: AMP (``AmpOptimWrapper``) on CUDA, bf16 autocast on a
-CPU that has it natively (``train.cpu_bf16``), channels_last
-(NHWC for 2D nets, NDHWC for 3D ones; on CPU too, see ``benchmarks/bench_channels_last.py``), EMA,
-checkpoints every epoch (resume with ``resume=True``), TensorBoard + JSON + CSV logs, DDP when launched
-by ``torchrun`` (gloo on CPU, nccl on CUDA).
+CPU that has it natively (``train.cpu_bf16``), channels_last (NHWC for 2D nets, NDHWC for 3D ones; on CPU
+too, see ``benchmarks/bench_channels_last.py``), EMA, checkpoints every epoch as plain data (``resume=True``
+loads them with ``weights_only=True``), TensorBoard + JSON + CSV logs, DDP when launched by ``torchrun``
+(gloo on CPU, nccl on CUDA).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kaggle_kit.config import CONFIG_ROOT, parse_yaml
 from kaggle_kit.engine.checkpoint import enable_resume_loader
-from kaggle_kit.engine.hooks import CSVLogHook, ExportHook, StepTimerHook
+from kaggle_kit.engine.hooks import CSVLogHook, ExportHook, PlainStateHook, StepTimerHook
 from kaggle_kit.engine.model import TaskModel
 
 __all__ = ["build_runner", "dist_launcher", "optim_wrapper_type", "seed_init", "train_defaults", "training_length"]
@@ -144,7 +144,7 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
     loader = dict(batch_size=t["batch_size"], num_workers=nw, persistent_workers=nw > 0,
                   sampler=sampler, collate_fn=_collate, pin_memory=cuda)
     has_val = val_ds is not None and len(val_ds) > 0
-    custom_hooks = [ExportHook(meta), CSVLogHook(), StepTimerHook()]
+    custom_hooks = [ExportHook(meta), CSVLogHook(), StepTimerHook(), PlainStateHook()]
     if t["ema"]:
         custom_hooks.insert(0, dict(type="EMAHook", momentum=float(t["ema_momentum"]), update_buffers=True))
     if launcher == "pytorch" and not cuda:
