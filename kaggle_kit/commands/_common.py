@@ -111,3 +111,17 @@ def config_path_overrides(ap: Parser, a: argparse.Namespace, overrides: list[str
             ap.error(f"{flag} and the override {key}=... both given: pass one")
         out.append(f"{key}={value}")
     return out + list(overrides)
+
+
+def config_arg(text: str) -> str:
+    """A config path as given, or a shipped config by name (``seg25d/tiny_cpu``, ``seg25d/tiny_cpu.yaml``:
+    ``kk cfg --list`` lists them) when no such file exists here; so a wheel install trains without a checkout."""
+    from pathlib import Path
+
+    from kaggle_kit.resources import config_root
+
+    if Path(text).expanduser().exists():
+        return text
+    name = text.removesuffix(".yaml")
+    shipped = config_root() / f"{name}.yaml"
+    return str(shipped) if shipped.is_file() and ".." not in Path(name).parts else text

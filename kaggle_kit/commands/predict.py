@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 
 from kaggle_kit.cli import run
-from kaggle_kit.commands._common import Parser, add_config_path_flags, config_path_overrides, spelled
+from kaggle_kit.commands._common import Parser, add_config_path_flags, config_arg, config_path_overrides, spelled
 from kaggle_kit.env import setup_offline
 
 
 def main(argv=None) -> int:
     ap = Parser(__doc__)
-    ap.add_argument("config")
+    ap.add_argument("config", type=config_arg, help="family config: a path, or a shipped config by name (seg25d/tiny_cpu; kk cfg --list)")
     ap.add_argument("--split", required=True, help="oof | test | oof,test")
     ap.flag("--fold", "--folds", default=None, help="comma-separated fold indices (default: every fold), or "
             "'all' (test only: the model trained on every case)")
