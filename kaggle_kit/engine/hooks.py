@@ -178,7 +178,9 @@ class StepTimerHook(Hook):
         if not is_main_process():
             return
         total = time.perf_counter() - self._t0
-        out = {"iters": len(self.steps), "train_seconds": round(total, 3),
+        dl = runner.train_dataloader
+        out = {"iters": len(self.steps), "train_seconds": round(total, 3), "samples": len(dl.dataset),
+               "batch_size": int(dl.batch_size or 1),
                "iter_seconds": [round(s, 5) for s in self.steps], "iter_lr": [float(f"{v:.6g}") for v in self.lrs]}
         path = Path(runner.work_dir) / "timing.json"
         tmp = path.with_suffix(".json.tmp")

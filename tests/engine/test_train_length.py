@@ -45,6 +45,7 @@ def test_planned_iterations_run_and_the_schedule_ends_with_them(synth_cache, tmp
     timing = json.loads((wd / "timing.json").read_text())
     epochs, per = training_length(10**9, {"epochs": 1, "batch_size": 4, "iters": 6})  # data >> plan: 1 x 6
     assert timing["iters"] == epochs * per == 6 and len(timing["iter_seconds"]) == 6
+    assert timing["batch_size"] == 4 and timing["samples"] > 6 * 4  # the fold's whole training set, not the subset
     assert all(s > 0 for s in timing["iter_seconds"]) and timing["train_seconds"] >= sum(timing["iter_seconds"])
     lrs = timing["iter_lr"]
     assert len(lrs) == 6 and max(lrs) <= 0.01 + 1e-9
