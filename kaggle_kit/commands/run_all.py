@@ -26,7 +26,7 @@ from kaggle_kit.commands._common import Parser
 from kaggle_kit.pipeline import RunOptions, preset_names, run_pipeline
 from kaggle_kit.pipeline import setup as _setup
 from kaggle_kit.pipeline.report import print_report
-from kaggle_kit.pipeline.stages import describe_layout, store_exps
+from kaggle_kit.pipeline.stages import crop_pads, describe_layout, store_exps
 from kaggle_kit.pipeline.stages import write_search as _write_search
 from kaggle_kit.pipeline.work import (
     Context,
@@ -38,7 +38,7 @@ from kaggle_kit.pipeline.work import (
 )
 
 __all__ = ["main", "parse_args", "setup", "options", "default_work", "data_identity", "check_models_match_data",
-           "unfinished_folds", "describe_layout", "WorkFolderError", "Context", "write_search", "store_exps"]
+           "unfinished_folds", "describe_layout", "WorkFolderError", "Context", "write_search", "store_exps", "crop_pads"]
 
 _D = RunOptions()  # the defaults live in one place
 
