@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import glob
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -62,29 +64,65 @@ def remove_stale_temps(folder: str | Path, pattern: str = ".*.tmp", recursive: b
     return n
 
 
+def _writable_or_refuse(path: Path) -> int | None:
+    """The mode of an existing ``path`` (kept by the write that replaces it), None when there is none;
+    PermissionError when the user may not write it, as ``cp`` refuses (a rename would replace a read-only
+    file silently: renaming needs only the folder's permission). Root may write anything, as with ``cp``."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    eff = os.access in os.supports_effective_ids
+    if not os.access(path, os.W_OK, effective_ids=eff):
+        raise PermissionError(errno.EACCES, "Permission denied (an existing file without write permission is "
+                              "never replaced)", str(path))
+    return stat.S_IMODE(st.st_mode)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     A crash leaves at most a ``.<name>.<random>.tmp`` file that no reader trusts, never a half-written
     ``path``; the next atomic write of the same ``path`` removes such leftovers of earlier (killed) runs.
-    The file gets the usual ``0666 & ~umask`` mode (mkstemp alone would make it 0600).
+    A new file gets the usual ``0666 & ~umask`` mode (mkstemp alone would make it 0600), a replaced one
+    keeps its mode; an existing ``path`` the user may not write is refused (PermissionError), as ``cp``
+    would. Any error removes the temporary file; an ``OSError`` without a file name (a full disk while
+    writing: ENOSPC, EDQUOT) gets ``path`` as its file name, so the one-line error names it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file path to write")
+    mode = _writable_or_refuse(path)
     remove_stale_temps(path.parent, f".{glob.escape(path.name)}.*.tmp")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # a read-only or full file system, a folder without write permission: name the target
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        # numpy's tofile reports a full disk as an OSError without errno: asked before the temp file goes
+        full = isinstance(e, OSError) and e.errno is None and _no_space_left(path.parent)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+            e.filename = str(path)
         raise
+
+
+def _no_space_left(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail == 0
 
 
 def atomic_save_figure(fig, path: str | Path, dpi: int = 90) -> Path:

@@ -456,3 +456,63 @@ def test_stale_temps_removed_by_the_next_run(small):
     young = cache.parent / ".z.tmp"
     young.write_text("")  # created after this process started: never touched
     assert remove_stale_temps(cache.parent) == 0 and young.exists()
+
+
+# ------------------------------------------------------------------ 11. a read-only --out is not replaced (issue 32)
+@pytest.fixture
+def as_nobody():
+    """Run the block with the effective uid of ``nobody`` when root (permissions do not bind root), in a
+    fresh world-writable folder under /tmp; yields that folder."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))
+    os.chmod(folder, 0o777)
+
+    @contextlib.contextmanager
+    def block():
+        if os.geteuid() != 0:
+            yield
+            return
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+    yield folder, block
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_existing_out_without_write_permission_is_refused_like_cp(as_nobody):
+    """A 0444 submission is neither replaced nor re-moded; ``cp`` onto it fails the same way; the error
+    is one line naming the file."""
+    from kaggle_kit.cli import format_error
+
+    folder, block = as_nobody
+    out = folder / "submission.csv"
+    rows = pd.DataFrame({"id": ["a"], "class": ["stomach"]})
+    with block():
+        out.write_text("id,class,predicted\nmine,stomach,\n")
+        os.chmod(out, 0o444)
+        (folder / "src.csv").write_text("x\n")
+        cp = subprocess.run(["cp", str(folder / "src.csv"), str(out)], capture_output=True, text=True)
+        with pytest.raises(PermissionError) as info:
+            write_submission(out, rows, [""])
+        with pytest.raises(PermissionError):
+            atomic_write_text(out, "other")
+    assert cp.returncode != 0 and "Permission denied" in cp.stderr  # what cp does, as the same user
+    assert out.read_text() == "id,class,predicted\nmine,stomach,\n" and out.stat().st_mode & 0o777 == 0o444
+    assert list(folder.glob(".submission.csv.*.tmp")) == []
+    line = format_error(info.value)
+    assert line.startswith("error: permission denied") and str(out) in line and "write elsewhere" in line
+
+
+def test_replacing_a_writable_out_keeps_its_mode(tmp_path):
+    """Like ``cp`` onto an existing file: the new content keeps the old file's mode (not 0666 & ~umask)."""
+    out = tmp_path / "submission.csv"
+    out.write_text("old\n")
+    os.chmod(out, 0o640)
+    write_submission(out, pd.DataFrame({"id": ["a"], "class": ["stomach"]}), [""])
+    assert out.read_text() == "id,class,predicted\na,stomach,\n" and out.stat().st_mode & 0o777 == 0o640

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -434,3 +435,94 @@ def test_shed_plan_counts_each_tta_by_its_passes():
     assert steps[0][:2] == ("tta", "a, b") and steps[0][2] == pytest.approx(20 / 2 + 30 * 2 / 3)
     assert steps[1][:2] == ("lowest_weight_member", "b") and steps[1][2] == pytest.approx(30 / 3)
     assert len(steps) == 2  # a is the last pixel member: never dropped
+
+
+
+def test_hidden_run_with_typed_settings_writes_the_file(bundle, synth_root, tmp_path):
+    """The hidden re-run with settings as a person types them (``8h``, the KAGGLE_KIT_ spelling) and one
+    that does not parse: every setting read, the bad one at its default with a warning naming it, and the
+    file written with predictions (not the fallback)."""
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(bundle), "KK_DATA": str(synth_root), "KK_OUT": str(out), "KK_TIME_BUDGET_H": "8h",
+           "KAGGLE_KIT_BUDGET_CHECK_AFTER": "two"}
+    text = run_notebook(sys.executable, NB, env, tmp_path)
+    assert "FALLBACK" not in text and "mode=test" in text, text[-3000:]
+    assert "WARNING setting: KAGGLE_KIT_BUDGET_CHECK_AFTER='two'" in text and "the default 2 is used" in text
+    assert "KK_TIME_BUDGET_H=8.0" in text
+    _validate(out, synth_root)
+    assert (pd.read_csv(out, dtype=str, keep_default_na=False)["predicted"] != "").any()
+
+
+def test_public_run_with_a_bad_setting_raises_naming_it(synth_root, tmp_path):
+    root = _public_root(synth_root, tmp_path)
+    out = tmp_path / "submission.csv"
+    env = {"KK_BUNDLE": str(tmp_path / "no_bundle"), "KK_DATA": str(root), "KK_OUT": str(out),
+           "KK_TIME_BUDGET_H": "8 hours please"}
+    text = run_notebook(sys.executable, NB, env, tmp_path, ok=False)
+    assert "ValueError" in text and "KK_TIME_BUDGET_H='8 hours please'" in text and not out.exists()
+
+
+# ------------------------------------------------------------------------------------------ kill
+def _descendants(pid: int) -> dict[int, str]:
+    """{pid: command line} of every live process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = {}, [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            try:
+                out[c] = (Path("/proc") / str(c) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            todo.append(c)
+    return out
+
+
+def _has_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in (Path("/proc") / str(pid) / "maps").read_text()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_run_notebook_leaves_nothing_that_writes(bundle, synth_root, tmp_path, sig):
+    """``kill -9`` (or SIGTERM) of tools/run_notebook.py while its kernel runs the notebook: the runner and
+    the kernel are gone at once, and no submission appears at --out in the 10 s after the kill (the
+    unkilled run writes it a few seconds after the kernel has imported torch)."""
+    import signal
+    import time
+
+    out = tmp_path / "submission.csv"
+    p = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run_notebook.py"), "--bundle", str(bundle),
+                          "--data-root", str(synth_root), "--out", str(out)], cwd=tmp_path,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kernel, t0 = None, time.time()
+    while kernel is None and time.time() - t0 < 120:  # the kernel is up and in the notebook's first cells
+        kernel = next((k for k, cmd in _descendants(p.pid).items() if "ipykernel" in cmd and _has_torch(k)), None)
+        time.sleep(0.05)
+    assert kernel is not None and p.poll() is None and not out.exists()
+    tree = _descendants(p.pid)
+    p.send_signal(getattr(signal, sig))
+    p.wait(timeout=30)
+    t_kill = time.time()
+    while time.time() - t_kill < 10:
+        assert not out.exists(), f"{out} written {time.time() - t_kill:.1f} s after the kill"
+        time.sleep(0.1)
+    alive = [k for k in tree if _alive(k)]
+    assert alive == [], {k: tree[k] for k in alive}
+    assert not out.exists() and not list(tmp_path.glob(".submission.csv.*.tmp"))
