@@ -86,11 +86,20 @@ def _detector_entry(exp: str, out: Path, work_root, preds_root, which, requireme
     except FileNotFoundError:
         man = read_boxes_manifest(preds_root, exp, "oof")
     fam, params = man["family"], man["params"]
-    entry = {"name": exp, "exp": exp, "kind": "boxes", "family": fam, "tta": "none", "predictor": {},
+    entry = {"name": exp, "exp": exp, "kind": "boxes", "family": fam, **_predictor_entry(man),
              "box_params": params, "checkpoints": []}
     folds = ["all"] if man.get("trained_on_all") else man["folds"]
     _copy_checkpoints(entry, folds, which or params.get("checkpoint") or "best", work_root, out, requirements)
     return entry
+
+
+def _predictor_entry(man: dict) -> dict:
+    """A member's ``tta`` and ``predictor`` (make_predictor's other keyword arguments, which the notebook passes
+    as they are) from its manifest's ``predictor``: the family's ``predictor_settings(cfg)`` verbatim, as
+    ``predict()`` built its predictors (manifests written before it held ``tta`` give it as their own key)."""
+    settings = dict(man.get("predictor") or {})
+    tta = settings.pop("tta", man.get("tta") or "none")
+    return {"tta": tta, "predictor": settings}
 
 
 def _copy_checkpoints(entry: dict, folds, which: str, work_root, out: Path, requirements: list) -> list[dict]:
@@ -176,7 +185,7 @@ def build_bundle(out, ensemble_yaml, work_root, preds_root, *, target: str = "ka
         man = store.manifest(exp, "oof")
         fam = man["family"]
         entry = {"name": m.get("name", exp), "exp": exp, "kind": man["kind"], "family": fam,
-                 "tta": man.get("tta") or "none", "predictor": man.get("predictor") or {}, "checkpoints": []}
+                 **_predictor_entry(man), "checkpoints": []}
         if fam.endswith("_aux"):  # classifier maps from a pixel member's aux head: no model of its own
             entry["source"] = exp[: -len("_aux")]
             entry["family"] = fam[: -len("_aux")]

@@ -28,9 +28,13 @@ def fold_plan(cache: Cache, split: str, folds) -> tuple[str, list[tuple[list, li
 
 
 def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, work_root, pred_root,
-                  make_predictor, folds=None, which: str = "last", tta: str = "none", aux_exp: str | None = None,
-                  boxes_for=None, predictor_kwargs: dict | None = None) -> dict:
-    """Run ``make_predictor(ckpt_path)`` models and write maps for ``split`` ("oof" or "test").
+                  make_predictor, settings: dict, folds=None, which: str = "last", aux_exp: str | None = None,
+                  boxes_for=None) -> dict:
+    """Run ``make_predictor(ckpt_path, **settings)`` models and write maps for ``split`` ("oof" or "test").
+
+    ``make_predictor``: the family's own (what the notebook calls); ``settings``: its
+    ``predictor_settings(cfg)``, recorded verbatim as the manifest's ``predictor`` (``tta`` also as ``tta``), which
+    the bundle hands to the notebook's predictors: both paths build the same predictors from one dict.
 
     A predictor is called as ``pred(cache, cache_split, case_day, boxes=...)`` and returns float32
     (D, C, H, W) (pixel) or (D, C) (classifier) in raw geometry; a pixel predictor with an aux head also
@@ -45,7 +49,8 @@ def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, wo
     boxes = boxes_for(cache_split) if boxes_for else None
     n = 0
     for fold_list, case_days in plan:
-        preds = [make_predictor(inference_checkpoint(work_root, family, exp, f, which)) for f in fold_list]
+        preds = [make_predictor(inference_checkpoint(work_root, family, exp, f, which), **settings)
+                 for f in fold_list]
         for cd in progress(case_days, desc=f"{exp} {split} folds {fold_list}", unit="case-day"):
             acc, pres = None, None
             for p in preds:
@@ -59,9 +64,8 @@ def predict_split(*, family: str, kind: str, exp: str, split: str, cache_dir, wo
                 store.write(aux_exp, split, cd, pres / len(preds))
             n += 1
     fold_ints = [] if folds == "all" else [int(f) for f in folds]
-    # predictor_kwargs: what the family's make_predictor needs beyond (checkpoint, tta, batch size) to give
-    # these same maps (e.g. the 3D sliding window); the bundle hands it to the notebook's predictors
-    extra = {"trained_on_all": folds == "all", "checkpoint": which, "predictor": dict(predictor_kwargs or {})}
+    tta = settings.get("tta", "none")
+    extra = {"trained_on_all": folds == "all", "checkpoint": which, "predictor": dict(settings)}
     store.write_manifest(exp, split, family=family, kind=kind, classes=list(cache_classes()), folds=fold_ints,
                          tta=tta, data_fingerprint=cache.fingerprint(), **extra)
     if aux_exp:

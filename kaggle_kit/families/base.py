@@ -64,6 +64,12 @@ class Family:
             or the box table).
         make_predictor: ``make_predictor(ckpt_path, tta="none", batch_size=..., device=None, **settings)``
             -> :class:`Predictor`; loads with ``weights_only=True``, needs no YAML.
+        predictor_settings: ``predictor_settings(cfg) -> dict``, the keyword arguments of ``make_predictor``
+            (``tta``, ``batch_size`` and the family's own) from the config's ``predict`` section: the one source
+            of both ``predict()``'s predictors and the notebook's (recorded verbatim in the maps' manifest and
+            the bundle). A ``predict`` key that changes the outputs goes here or is named in ``predict_elsewhere``.
+        predict_elsewhere: ``{predict key: where it is used}`` for the keys that are not predictor settings
+            (``checkpoint``: which fold file the manifest and the bundle name; report-only keys).
         runtime_deps: ``runtime_deps(model_cfg) -> tuple of pip distribution names`` the family's inference
             needs beyond torch / torchvision and kaggle_kit's own dependencies (what a bundle must carry for a
             member; ``model_cfg`` is the ``model`` section stored in the checkpoint meta).
@@ -76,6 +82,8 @@ class Family:
     train: Callable
     predict: Callable
     make_predictor: Callable[..., Predictor]
+    predictor_settings: Callable[[Mapping], dict]
+    predict_elsewhere: Mapping[str, str]
     runtime_deps: Callable[[Mapping], tuple[str, ...]]
     val_metric: str
     loss_terms: tuple[str, ...]

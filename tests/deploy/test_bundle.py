@@ -360,3 +360,17 @@ def test_pyproject_ranges_and_constraints_agree():
         assert not any(s.operator == "==" for s in r.specifier), f"{r}: exact pins belong in constraints.txt"
         assert name in pins, f"{name} is not pinned in constraints.txt"
         assert r.specifier.contains(pins[name]), f"{name}=={pins[name]} outside {r.specifier}"
+
+
+def test_member_predictor_entry_from_the_manifest():
+    """bundle.json's member ``tta`` / ``predictor`` (the notebook passes predictor as make_predictor's keyword
+    arguments, tta on its own) come from the manifest's ``predictor``, the family's predictor_settings verbatim;
+    a manifest written before ``predictor`` held ``tta`` gives it as its own key."""
+    from kaggle_kit.deploy.bundle import _predictor_entry
+
+    now = {"tta": "none", "predictor": {"tta": "hflip", "batch_size": 5, "strides": [1, 2]}}
+    assert _predictor_entry(now) == {"tta": "hflip", "predictor": {"batch_size": 5, "strides": [1, 2]}}
+    assert now["predictor"]["tta"] == "hflip"  # the manifest is not changed
+    older = {"tta": "axes", "predictor": {"overlap": 0.6, "window": None, "batch_size": 2}}
+    assert _predictor_entry(older) == {"tta": "axes", "predictor": {"overlap": 0.6, "window": None, "batch_size": 2}}
+    assert _predictor_entry({"tta": None}) == {"tta": "none", "predictor": {}}

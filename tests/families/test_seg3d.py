@@ -354,7 +354,7 @@ def test_notebook_predictor_reproduces_stored_maps(synth_cache, tmp_path):
     store = ProbMapStore(cfg["pred_root"])
     man = store.manifest("seg3d_tiny", "oof")
     assert man["predictor"]["overlap"] == 0.6
-    pred = family.make_predictor(ck, tta=man["tta"], **man["predictor"])  # what infer.load_bundle_members does
+    pred = family.make_predictor(ck, **man["predictor"])  # the settings predict() built its predictors with
     cd = store.case_days("seg3d_tiny", "oof")[0]
     fresh = pred(Cache(synth_cache), "train", cd)
     stored = store.read("seg3d_tiny", "oof", cd).astype(np.float32) / 255.0

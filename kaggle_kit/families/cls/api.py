@@ -19,15 +19,24 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     return _train(cfg, fold, exp, resume=resume)
 
 
+def predictor_settings(cfg: dict) -> dict:
+    """:func:`make_predictor`'s keyword arguments from ``predict.*``, for ``predict()`` and the notebook alike."""
+    p = cfg["predict"]
+    return {"tta": p["tta"], "batch_size": int(p["batch_size"])}
+
+
+#: the predict keys that are not predictor settings, and where they act
+PREDICT_ELSEWHERE = {"checkpoint": "the fold file predicted with (manifest 'checkpoint'; the bundle ships it)",
+                     "threshold": "the OOF report's precision / recall only (no map changes)"}
+
+
 def predict(cfg: dict, exp: str, split: str, folds=None, report: bool = True) -> dict:
     """Write (D, C) maps for ``split``; for "oof" also the report (per-class AUC, P/R, PR curves)."""
-    from kaggle_kit.families.cls.predict import ClsPredictor
-
     p = cfg["predict"]
     summary = predict_split(
         family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
-        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
-        make_predictor=lambda ck: ClsPredictor(ck, batch_size=p["batch_size"], tta=p["tta"]),
+        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"],
+        make_predictor=make_predictor, settings=predictor_settings(cfg),
         boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
     )
     if split == "oof" and report:
@@ -50,6 +59,6 @@ def runtime_deps(model_cfg) -> tuple[str, ...]:
 
 
 family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
-                runtime_deps=runtime_deps,
+                predictor_settings=predictor_settings, predict_elsewhere=PREDICT_ELSEWHERE, runtime_deps=runtime_deps,
                 val_metric="per-class ROC-AUC and precision/recall at the threshold (val/auc_<class>, val/macro_auc)",
                 loss_terms=("cls", "map"), doc=__doc__)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from kaggle_kit.families.base import Family
+from kaggle_kit.families.det_yolo.settings import PREDICT_ELSEWHERE, predictor_settings
 
 # The family's own modules import torch (and its model libraries): they load inside the functions
 # below, so the registry can list and describe families cheaply.
@@ -27,11 +28,9 @@ def make_predictor(ckpt_path, tta: str = "none", batch_size: int = 32, device=No
     """A loaded detector: ``pred(cache, split, case_day)`` -> DataFrame of the case-day's final boxes (z, y0, y1,
     x0, x1, score, detected), post-processed with the checkpoint's own ``predict`` settings. Loads with
     weights_only=True. ``tta`` is accepted for a uniform signature and must be "none"."""
-    from kaggle_kit.families.det_yolo.predict import DetPredictor
+    from kaggle_kit.families.det_yolo.predict import make_detector
 
-    if tta != "none":
-        raise KeyError(f"unknown tta {tta!r} for the detector; options: ['none']")
-    return DetPredictor(ckpt_path, device=device, batch_size=batch_size)
+    return make_detector(ckpt_path, tta=tta, batch_size=batch_size, device=device)
 
 
 def runtime_deps(model_cfg) -> tuple[str, ...]:
@@ -39,6 +38,6 @@ def runtime_deps(model_cfg) -> tuple[str, ...]:
 
 
 family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
-                runtime_deps=runtime_deps,
+                predictor_settings=predictor_settings, predict_elsewhere=PREDICT_ELSEWHERE, runtime_deps=runtime_deps,
                 val_metric="ultralytics box mAP on the fold's validation slices; OOF box recall of organ pixels",
                 loss_terms=("box", "cls", "dfl"), doc=__doc__)

@@ -24,6 +24,7 @@ from kaggle_kit.data.dataset25d import body_box, volume_scale
 from kaggle_kit.engine.checkpoint import load_model
 from kaggle_kit.utils import atomic_write_json, atomic_write_text, progress
 from kaggle_kit.families.det_yolo.boxes import finalise_boxes
+from kaggle_kit.families.det_yolo.settings import box_params, predictor_settings
 from kaggle_kit.io.boxes import boxes_frame, boxes_path
 from kaggle_kit.metric.boxes import box_recall
 from kaggle_kit.families.det_yolo.dataset import letterbox, yolo_image
@@ -31,7 +32,7 @@ from kaggle_kit.env import setup_offline
 from kaggle_kit.engine.predict import available_folds, fold_plan
 from kaggle_kit.paths import inference_checkpoint
 
-__all__ = ["DetPredictor", "build_detector", "case_day_boxes", "predict_boxes"]
+__all__ = ["DetPredictor", "build_detector", "case_day_boxes", "make_detector", "predict_boxes"]
 
 def build_detector(model_cfg: dict, nc: int = 1):
     """ultralytics DetectionModel from its model dict (as stored in the checkpoint meta), random init."""
@@ -120,23 +121,30 @@ def postprocess(raw_boxes, scores, img, p: dict) -> tuple[np.ndarray, np.ndarray
                           window=p["smooth_window"], margin=p["margin"], fallback_box=fb)
 
 
+def make_detector(ckpt_path, tta: str = "none", batch_size: int = 32, device=None) -> DetPredictor:
+    """The family's ``make_predictor`` (``predict_boxes`` builds its detectors with it too)."""
+    if tta != "none":
+        raise KeyError(f"unknown tta {tta!r} for the detector; options: ['none']")
+    return DetPredictor(ckpt_path, device=device, batch_size=batch_size)
+
+
 def predict_boxes(cfg: dict, exp: str, split: str, folds=None) -> dict:
     """Write ``boxes.csv`` + ``boxes.json`` for ``split`` ("oof" or "test"); returns a summary (with the box
     recall of organ pixels for "oof"). Existing rows of other case-days are kept (a per-fold run extends the
     table)."""
 
     cache = Cache(cfg["cache"])
-    p = cfg["predict"]
+    params, settings = box_params(cfg), predictor_settings(cfg)
     family = "det_yolo"
     folds = available_folds(cache) if folds is None else folds
     cache_split, plan = fold_plan(cache, split, folds)
     slices_of = {cd: g.sort_values("z")["slice"].to_numpy() for cd, g in cache.index(cache_split).groupby("case_day")}
     parts, done = [], []
     for fold_list, cds in plan:
-        preds = [DetPredictor(inference_checkpoint(cfg["work_root"], family, exp, f, p["checkpoint"]),
-                              batch_size=p["batch_size"]) for f in fold_list]
+        preds = [make_detector(inference_checkpoint(cfg["work_root"], family, exp, f, params["checkpoint"]),
+                                **settings) for f in fold_list]
         for cd in progress(cds, desc=f"{exp} boxes {split} folds {fold_list}", unit="case-day"):
-            rows = case_day_boxes(preds, cache, cache_split, cd, p)
+            rows = case_day_boxes(preds, cache, cache_split, cd, params)
             rows.insert(2, "slice", slices_of[cd])
             parts.append(rows)
             done.append(cd)
@@ -144,13 +152,13 @@ def predict_boxes(cfg: dict, exp: str, split: str, folds=None) -> dict:
     out = boxes_path(cfg["pred_root"], exp, split)
     man_path = out.with_name("boxes.json")
     fold_ints = [] if folds == "all" else [int(f) for f in folds]
-    params = {k: p[k] for k in ("conf", "smooth", "smooth_window", "margin", "fallback", "checkpoint")}
     manifest = {"family": family, "exp": exp, "split": split, "kind": "boxes", "folds": fold_ints,
-                "trained_on_all": folds == "all", "params": params, "data": cfg["data"],
+                "trained_on_all": folds == "all", "params": params, "predictor": settings, "data": cfg["data"],
                 "data_fingerprint": cache.fingerprint()}
     if out.is_file() and man_path.is_file():
         old = json.loads(man_path.read_text())
-        same = all(old.get(k) == manifest[k] for k in ("params", "data", "data_fingerprint", "trained_on_all"))
+        same = all(old.get(k) == manifest[k] for k in ("params", "predictor", "data", "data_fingerprint",
+                                                        "trained_on_all"))
         if same:  # extend: keep the other case-days' rows
             prev = pd.read_csv(out)
             table = pd.concat([prev[~prev["case_day"].isin(done)], table], ignore_index=True)

@@ -18,17 +18,24 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     return _train(cfg, fold, exp, resume=resume)
 
 
-def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> dict:
-    from kaggle_kit.families.seg25d.predict import Predictor25D
+def predictor_settings(cfg: dict) -> dict:
+    """:func:`make_predictor`'s keyword arguments from ``predict.*``, for ``predict()`` and the notebook alike."""
     p = cfg["predict"]
-    strides = [int(v) for v in (p.get("strides") or ())]
+    return {"tta": p["tta"], "batch_size": int(p["batch_size"]),
+            "strides": [int(v) for v in (p["strides"] or ())] or None}
+
+
+#: the predict keys that are not predictor settings, and where they act
+PREDICT_ELSEWHERE = {"checkpoint": "the fold file predicted with (manifest 'checkpoint'; the bundle ships it)"}
+
+
+def predict(cfg: dict, exp: str, split: str, folds=None, aux: bool = True) -> dict:
     return predict_split(
         family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
-        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
-        make_predictor=lambda ck: Predictor25D(ck, batch_size=p["batch_size"], tta=p["tta"], strides=strides),
+        pred_root=cfg["pred_root"], folds=folds, which=cfg["predict"]["checkpoint"],
+        make_predictor=make_predictor, settings=predictor_settings(cfg),
         aux_exp=f"{exp}_aux" if (aux and cfg["model"].get("aux_head")) else None,
         boxes_for=(lambda s: load_boxes_for(cfg, s)) if cfg["data"]["crop"] == "boxes" else None,
-        predictor_kwargs={"strides": strides} if strides else None,  # the notebook averages the same steps
     )
 
 
@@ -50,6 +57,6 @@ def runtime_deps(model_cfg) -> tuple[str, ...]:
 
 
 family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
-                runtime_deps=runtime_deps,
+                predictor_settings=predictor_settings, predict_elsewhere=PREDICT_ELSEWHERE, runtime_deps=runtime_deps,
                 val_metric="competition score of the fold's validation slices on the canvas (val/score, val/dice, val/hausdorff)",
                 loss_terms=("seg", "aux"), doc=__doc__)

@@ -17,16 +17,23 @@ def train(cfg: dict, fold, exp: str, resume: bool = False):
     return _train(cfg, fold, exp, resume=resume)
 
 
-def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
-    from kaggle_kit.families.seg3d.predict import Predictor3D
-
+def predictor_settings(cfg: dict) -> dict:
+    """:func:`make_predictor`'s keyword arguments from ``predict.*``, for ``predict()`` and the notebook alike
+    (``batch_size`` is ``predict.sw_batch_size``: windows per forward)."""
     p = cfg["predict"]
+    return {"tta": p["tta"], "batch_size": int(p["sw_batch_size"]), "overlap": float(p["overlap"]),
+            "window": None if p["window"] is None else [int(v) for v in p["window"]]}
+
+
+#: the predict keys that are not predictor settings, and where they act
+PREDICT_ELSEWHERE = {"checkpoint": "the fold file predicted with (manifest 'checkpoint'; the bundle ships it)"}
+
+
+def predict(cfg: dict, exp: str, split: str, folds=None) -> dict:
     return predict_split(
         family=NAME, kind=KIND, exp=exp, split=split, cache_dir=cfg["cache"], work_root=cfg["work_root"],
-        pred_root=cfg["pred_root"], folds=folds, which=p["checkpoint"], tta=p["tta"],
-        make_predictor=lambda ck: Predictor3D(ck, tta=p["tta"], overlap=p["overlap"],
-                                              sw_batch_size=p["sw_batch_size"], window=p["window"]),
-        predictor_kwargs={"overlap": p["overlap"], "window": p["window"], "batch_size": p["sw_batch_size"]},
+        pred_root=cfg["pred_root"], folds=folds, which=cfg["predict"]["checkpoint"],
+        make_predictor=make_predictor, settings=predictor_settings(cfg),
     )
 
 
@@ -43,7 +50,7 @@ def runtime_deps(model_cfg) -> tuple[str, ...]:
 
 
 family = Family(name=NAME, kind=KIND, train=train, predict=predict, make_predictor=make_predictor,
-                runtime_deps=runtime_deps,
+                predictor_settings=predictor_settings, predict_elsewhere=PREDICT_ELSEWHERE, runtime_deps=runtime_deps,
                 val_metric="competition score of the fold's validation case-days, sliding window (val/score)",
                 loss_terms=("seg",), doc=__doc__)
 
