@@ -11,11 +11,13 @@ Pure arithmetic (no torch, no I/O): the pipeline measures, this module decides.
 - **plan** (:func:`make_plan`): the training time is what the budget leaves after the fixed and per-fold costs;
   each member gets its share of it, capped at its epochs (what a capped member does not use goes to the
   others by their shares); a member whose share cannot buy its minimum length is dropped **whole** (never a
-  fold: OOF needs every fold), the one furthest below its minimum first, and the rest is planned again;
+  fold: OOF needs every fold), the one whose minimum costs most beyond its share first, and the rest is
+  planned again;
 - **re-plan**: :func:`make_plan` again after each fold with ``spent_s`` (the wall time so far), the folds
   already trained (``done``) and each member's measured seconds per iteration: later folds shorten when
   earlier ones ran slow. A member already started is dropped only when no member not yet started is left to
-  drop.
+  drop. A member others need (``needs``: a detector whose boxes a crop member reads) is held at its minimum
+  rather than dropped; dropping a member drops the members that need it.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ class MemberCost:
     fold_overhead_s: float = 0.0  # per fold besides its iterations: start-up, validation, export, predict
     min_epochs: float = 1.0  # below this the member is not worth training: dropped whole
     max_epochs: float | None = None  # never more than this (the config's epochs); None: no cap
+    needs: tuple[str, ...] = ()  # members it cannot run without (a crop member: its detector)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,21 +133,41 @@ def make_plan(budget_s: float, costs: list[MemberCost], n_folds: int, fixed: dic
     for c in costs:
         if c.share <= 0 and c.name not in gone:
             dropped.append((c.name, "share 0 in the preset"))
+    pinned: set[str] = set()  # members others need (a detector its crop members read), held at their minimum
     while True:
+        pinned &= {n for c in alive for n in c.needs}  # held only while a member still needs it
         left_folds = {c.name: n_folds - len(done_of[c.name]) for c in alive}
         rate = {c.name: _rate(c, done_of[c.name]) for c in alive}
+        min_it = {c.name: math.ceil(c.min_epochs * c.iters_per_epoch) for c in alive}
         avail = budget_s - spent_s - sum(fixed.values()) - sum(c.fold_overhead_s * left_folds[c.name] for c in alive)
-        iters = _water_fill(alive, left_folds, rate, max(avail, 0.0))
-        short = [(iters[c.name] / (c.min_epochs * c.iters_per_epoch), c) for c in alive
-                 if left_folds[c.name] and iters[c.name] < math.ceil(c.min_epochs * c.iters_per_epoch)]
-        if not short:
+        avail -= sum(min_it[n] * rate[n] * left_folds[n] for n in pinned)
+        iters = _water_fill([c for c in alive if c.name not in pinned], left_folds, rate, max(avail, 0.0))
+        iters.update({n: min_it[n] for n in pinned})
+        short = [c for c in alive if left_folds[c.name] and iters[c.name] < min_it[c.name]]
+        if not alive or (not short and (avail >= 0 or not pinned)):
             break
-        fresh = [s for s in short if not done_of[s[1].name]]
-        ratio, worst = min(fresh or short, key=lambda s: s[0])
-        dropped.append((worst.name, f"its share buys {iters[worst.name]} iterations per fold, under its minimum "
-                                    f"of {worst.min_epochs:g} epochs ({math.ceil(worst.min_epochs * worst.iters_per_epoch)} "
-                                    f"iterations)"))
-        alive = [c for c in alive if c is not worst]
+        needed = {n for c in alive for n in c.needs}
+
+        if pinned and avail < 0:  # the held minimums alone do not fit: the dearest goes, with what needs it
+            free = [c for c in alive if c.name in pinned]
+            iters.update({n: 0 for n in pinned})
+        else:
+            free = [c for c in short if c.name not in needed]
+            if not free:  # only members others need are short: hold them at their minimum, plan again
+                pinned |= {c.name for c in short}
+                continue
+        fresh = [c for c in free if not done_of[c.name]]
+        # the member whose minimum costs the most beyond what the plan gives it (overhead included) goes first
+        deficit = {c.name: ((min_it[c.name] - iters[c.name]) * rate[c.name] + c.fold_overhead_s) * left_folds[c.name]
+                   for c in free}
+        worst = max(fresh or free, key=lambda c: (deficit[c.name], -c.share))
+        why = (f"its share buys {iters[worst.name]} iterations per fold, under its minimum of {worst.min_epochs:g} "
+               f"epochs ({min_it[worst.name]} iterations)")
+        gone_now = [worst] + [c for c in alive if worst.name in c.needs]
+        for c in gone_now:
+            dropped.append((c.name, why if c is worst else f"it needs {worst.name!r}, which was dropped"))
+        alive = [c for c in alive if c not in gone_now]
+        pinned -= {c.name for c in gone_now}
     plans = []
     for c in alive:
         ds = done_of[c.name]

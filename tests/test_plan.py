@@ -126,3 +126,54 @@ def test_a_simulated_job_lands_on_its_budget(seed):
     assert {m.name for m in final.members} | {n for n, _ in final.dropped} == {c.name for c in costs}
     assert clock <= budget * 1.05
     assert clock >= budget * 0.8 or not final.members
+
+
+def test_a_needed_detector_is_held_at_its_minimum_not_dropped():
+    """A detector whose share buys under one epoch but whose boxes a crop member reads gets its minimum, paid
+    from the others; the crop member keeps training."""
+    det = MemberCost("det", 0.05, sec_per_iter=60.0, iters_per_epoch=1, min_epochs=1.0)  # one epoch: 60 s
+    seg = MemberCost("seg", 1.0, sec_per_iter=1.0, iters_per_epoch=50, needs=("det",))
+    plan = make_plan(600, [det, seg], n_folds=3)
+    assert not plan.dropped
+    d, s = plan.members
+    assert d.iters == [1, 1, 1]  # 5 % of 600 s = 30 s would buy no epoch over 3 folds
+    assert s.iters == [int((600 - 3 * 60) / 3)] * 3  # the rest
+    assert plan.total_s <= 600
+
+
+def test_dropping_a_needed_member_drops_what_needs_it():
+    det = MemberCost("det", 0.5, sec_per_iter=500.0, iters_per_epoch=1)  # its minimum alone exceeds the budget
+    seg = MemberCost("seg", 1.0, 1.0, 50, needs=("det",))
+    other = MemberCost("other", 1.0, 1.0, 50)
+    plan = make_plan(900, [det, seg, other], n_folds=3)
+    assert [m.name for m in plan.members] == ["other"]
+    why = dict(plan.dropped)
+    assert set(why) == {"det", "seg"} and ("needs 'det'" in why["seg"] or "minimum" in why["seg"])
+    assert plan.members[0].iters == [300] * 3
+
+
+def test_when_nothing_is_affordable_the_costliest_minimum_goes_first():
+    cheap = MemberCost("cheap", 1.0, sec_per_iter=0.1, iters_per_epoch=100)  # minimum: 10 s a fold
+    dear = MemberCost("dear", 1.0, sec_per_iter=10.0, iters_per_epoch=100)  # minimum: 1000 s a fold
+    plan = make_plan(200, [cheap, dear], n_folds=2)
+    assert [n for n, _ in plan.dropped] == ["dear"] and [m.name for m in plan.members] == ["cheap"]
+
+
+def test_preset_budget_keys_are_read_and_checked(tmp_path):
+    from kaggle_kit.pipeline import PresetError, load_preset
+
+    tiny = load_preset("tiny")
+    assert abs(sum(m.share for m in tiny.members) - 1.0) < 1e-9  # the shipped shares are fractions of the time
+    assert sum(m.config.startswith(("seg25d", "seg3d")) for m in tiny.members) >= 2  # two diverse pixel members
+    gpu = load_preset("gpu")
+    assert abs(sum(m.share for m in gpu.members) - 1.0) < 1e-9
+    base = "n_folds: 3\nsearch: ensemble/search_default.yaml\nmembers:\n  - config: seg3d/tiny_cpu.yaml\n    why: x\n"
+    for extra, msg in (("    share: -1\n", "share"), ("    min_epochs: 0\n", "min_epochs"),
+                       ("    min_epochs: 3\n    max_epochs: 2\n", "max_epochs"), ("    shares: 1\n", "did you mean")):
+        p = tmp_path / "p.yaml"
+        p.write_text(base + extra)
+        with pytest.raises(PresetError, match=msg):
+            load_preset(p)
+    p.write_text(base + "    share: 2\n    min_epochs: 0.5\n    max_epochs: 8\n")
+    m = load_preset(p).members[0]
+    assert (m.share, m.min_epochs, m.max_epochs) == (2.0, 0.5, 8.0)

@@ -11,6 +11,7 @@ one ``error:`` line.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from kaggle_kit.cli import run
@@ -54,7 +55,9 @@ def main(argv=None) -> int:
     exp = cfg.get("exp") or Path(a.config).stem
     out = {}
     for split in splits:  # several splits in one process: start-up paid once
+        t0 = time.perf_counter()
         out[split] = fam.predict(cfg, exp, split, folds=folds)
+        out[split]["seconds"] = round(time.perf_counter() - t0, 3)  # the maps alone, models loaded: no start-up
         print(json.dumps(out[split]), flush=True)
     if a.summary_json:
         atomic_write_json(a.summary_json, out)

@@ -66,6 +66,9 @@ def parse_args(argv=None):
                          "MetricConfig name; the OOF score is reported under both default and mlebench whatever "
                          "this is. Default: mlebench on an MLE-bench folder, else default")
     ap.add_argument("--out", default=_D.out, help="also write the final submission.csv to this path")
+    ap.add_argument("--budget", default=_D.budget, help="wall time of the whole job, e.g. 20m, 1.5h (a bare number "
+                    "is minutes): each member is timed on this device, every fold's length is planned to fit and "
+                    "re-planned after each fold (WORK/pipeline/plan.json); default: the configs' epochs")
     return ap.parse_args(argv)
 
 

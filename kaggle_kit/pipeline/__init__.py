@@ -39,7 +39,14 @@ def run_pipeline(opts: RunOptions | Context) -> PipelineResult:
     r = S.Runner(ctx)
     t0 = time.time()
     data = S.stage_data(ctx, r)
-    members = S.stage_members(ctx, r)
+    blog = None
+    if ctx.opts.budget:
+        from kaggle_kit.pipeline.budget import stage_members_budgeted
+        from kaggle_kit.plan import parse_budget
+
+        members, blog = stage_members_budgeted(ctx, r, parse_budget(ctx.opts.budget), t0)
+    else:
+        members = S.stage_members(ctx, r)
     scores = S.stage_scores(ctx)
     tune, both = None, {}
     sub = SubmissionResult(None, None, None, None, None)
@@ -51,5 +58,9 @@ def run_pipeline(opts: RunOptions | Context) -> PipelineResult:
         atomic_write_text(Path(ctx.opts.out), Path(sub.submission).read_text())
         print(f"[run_all] submission written to {ctx.opts.out}", flush=True)
     res = PipelineResult(data, members, scores, tune, sub, both, time.time() - t0, list(ctx.times))
+    if blog is not None:
+        from kaggle_kit.pipeline.budget import plan_vs_actual
+
+        res.budget = plan_vs_actual(blog, list(ctx.times), res.seconds)
     save_result(ctx.work, "result", res)
     return res

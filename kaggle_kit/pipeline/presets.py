@@ -6,6 +6,9 @@ search space. One YAML file per preset under ``configs/presets/`` (``kk run --pr
     members:                                     # trained in this order (a detector before its crop members)
       - config: det_yolo/tiny_cpu.yaml           # a shipped config (relative to the configs folder) or a path
         why: its boxes crop the 2.5D member      # one line: why this member is in the preset
+        share: 0.15                              # its part of the training time under --budget (default 1)
+        min_epochs: 1                            # under --budget: below this it is dropped whole (default 1)
+        max_epochs: 30                           # under --budget: never more than this (default: no cap)
 
 Unknown keys are rejected with a did-you-mean; every member needs its ``why``; every file must exist.
 """
@@ -21,7 +24,7 @@ __all__ = ["PRESET_DIR", "Preset", "PresetError", "PresetMember", "load_preset",
 
 PRESET_DIR = CONFIG_ROOT / "presets"
 _KEYS = {"n_folds", "search", "members"}
-_MEMBER_KEYS = {"config", "why"}
+_MEMBER_KEYS = {"config", "why", "share", "min_epochs", "max_epochs"}
 
 
 class PresetError(ConfigError):
@@ -33,6 +36,9 @@ class PresetMember:
     config: str  # as written in the preset (relative to the configs folder, or a path)
     path: Path  # resolved
     why: str
+    share: float = 1.0  # part of the training time under a budget (kaggle_kit.plan)
+    min_epochs: float = 1.0
+    max_epochs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,18 @@ def load_preset(name_or_path: str | Path) -> Preset:
         why = m.get("why")
         if not isinstance(why, str) or not why.strip():
             raise PresetError(f"{where}: 'why' is required: one line saying why this member is in the preset")
-        out.append(PresetMember(m.get("config"), _resolve(m.get("config"), f"{where}.config"), why.strip()))
+        num = {}
+        for k, lo, default in (("share", 0.0, 1.0), ("min_epochs", 0.0, 1.0), ("max_epochs", 0.0, None)):
+            v = m.get(k, default)
+            if v is None and default is None:
+                num[k] = None
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (k != "share" and v == 0):
+                raise PresetError(f"{where}.{k}: expected a number {'>= 0' if k == 'share' else '> 0'}, got {v!r}")
+            num[k] = float(v)
+        if num["max_epochs"] is not None and num["max_epochs"] < num["min_epochs"]:
+            raise PresetError(f"{where}: max_epochs {num['max_epochs']:g} is under min_epochs {num['min_epochs']:g}")
+        out.append(PresetMember(m.get("config"), _resolve(m.get("config"), f"{where}.config"), why.strip(), **num))
     dup = [m.config for i, m in enumerate(out) if m.path in [x.path for x in out[:i]]]
     if dup:
         raise PresetError(f"{path}: members: {dup[0]!r} is listed twice")

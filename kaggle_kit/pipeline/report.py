@@ -57,3 +57,13 @@ def print_report(res: PipelineResult) -> None:
     if ts and ts.held_out_by_metric:
         print("held-out folds (each tuned without it), exact, by metric: " + ", ".join(
             f"{m} {_fmt(v)}" for m, v in ts.held_out_by_metric.items()))
+    if res.budget:
+        b = res.budget
+        print(f"\n{'budget: plan vs actual':<32}{'planned s':>10}{'actual s':>10}")
+        for row in b["stages"]:
+            pl = "" if row["planned_s"] is None else f"{row['planned_s']:.0f}"
+            print(f"{row['stage']:<32}{pl:>10}{row['actual_s']:>10.0f}")
+        print(f"{'total':<32}{b['planned_total_s']:>10.0f}{b['actual_total_s']:>10.0f}   budget {b['budget_s']:.0f} s "
+              f"({b['over_budget_pct']:+.1f} %), {b['replans']} plans: {b['plan_json']}")
+        for d in b["dropped"]:
+            print(f"budget: member {d['member']} dropped: {d['why']}")

@@ -179,6 +179,7 @@ class PipelineResult:
     tuned_oof_by_metric: dict  # {metric: score} of the tuned OOF CSV under default and mlebench
     seconds: float
     stage_seconds: list = field(default_factory=list)  # [(stage, seconds)]
+    budget: dict | None = None  # under --budget: the first plan, its re-plans' count and plan vs actual per stage
 
     def summary(self) -> dict[str, Any]:
         """The main job's final JSON line (``kk run``'s last stdout line; its keys are fixed)."""

@@ -39,6 +39,7 @@ class RunOptions:
     families: list | None = None  # a subset of the preset's families
     metric: str | None = None  # None: mlebench on an MLE-bench folder, else default
     out: str | None = None  # also copy the submission here
+    budget: str | None = None  # wall time of the whole job ("20m", "1.5h"): calibrate, plan, re-plan (pipeline.budget)
 
 
 class WorkFolderError(UserError):
@@ -149,6 +150,13 @@ def setup(o: RunOptions) -> Context:
     preset = load_preset(o.preset)  # a bad preset fails before any folder is made
     if o.n_folds is not None and o.n_folds < 2:
         raise UserError(f"--n-folds {o.n_folds}: the tuner needs at least 2 folds")
+    if o.budget is not None:
+        from kaggle_kit.plan import parse_budget
+
+        try:
+            parse_budget(o.budget)
+        except ValueError as e:
+            raise UserError(f"--budget: {e}") from None
     if o.data_root is not None:
         check_data_root(o.data_root)  # a typo is an error, not an empty test set
     work = Path(o.work or default_work(o)).resolve()
