@@ -12,6 +12,9 @@ OUT ?=
 METRIC ?=
 # optional: SEED=N, the synthetic data's seed (another seed: another data set, its own work folder)
 SEED ?=
+# the whole job's wall time (kk run --budget): members timed on this machine, every fold's length planned to
+# fit; BUDGET= (empty) trains the configs' hand-set epochs instead
+BUDGET ?= 15m
 
 .PHONY: install lock demo test test-fast test-slow bench lint clean
 
@@ -37,7 +40,7 @@ lock: install
 
 demo: install
 	$(BIN)/python tools/run_all.py $(if $(WORK),--work $(WORK),) --preset $(PRESET) $(if $(DATA),--data-root $(DATA),) \
-		$(if $(OUT),--out $(OUT),) $(if $(METRIC),--metric $(METRIC),) $(if $(SEED),--seed $(SEED),)
+		$(if $(OUT),--out $(OUT),) $(if $(METRIC),--metric $(METRIC),) $(if $(SEED),--seed $(SEED),) $(if $(BUDGET),--budget $(BUDGET),)
 
 test: install
 	KAGGLE_KIT_NO_PROGRESS=1 $(BIN)/python -m pytest -q
