@@ -33,7 +33,9 @@ def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
     """(train, val) SliceDataset25D of one fold from a family config's ``data`` section (val None for
     ``fold="all"``). ``boxes``: the crop table when ``data.crop == "boxes"`` (at train time the ground-truth
     boxes, :func:`kaggle_kit.io.boxes.train_boxes_for`, jittered here; the detector's own at predict time);
-    ``val_boxes``: the validation set's table (default ``boxes``; the detector's OOF boxes in training)."""
+    ``val_boxes``: the validation set's table (default ``boxes``; the detector's OOF boxes in training).
+    ``cfg`` is a resolved family config (every ``data`` key declared in its default.yaml): keys are read as
+    they are, so a renamed one is a KeyError, not a silent default."""
     d = cfg["data"]
     kw = dataset_kwargs(d)
     seed = int(cfg["train"]["seed"])  # the data's random streams follow train.seed too
@@ -42,9 +44,8 @@ def make_datasets(cfg: dict, cache: Cache, fold, boxes=None, val_boxes=None):
     train_ds = SliceDataset25D(cache, fold_case_days(cache, fold, "train"), subset=d["subset_train"],
                                augment=build_augment(d["augment"], d["hflip"], seed), ambiguous_margin=d["ambiguous_margin"],
                                boxes=boxes, box_jitter=d["box_jitter"],
-                               box_full_prob=float(d.get("box_full_prob", 0.0)),
-                               stride_train=tuple(d.get("stride_train") or ()),
-                               organ_shift=float(d.get("organ_shift") or 0.0), seed=seed, **kw)
+                               box_full_prob=float(d["box_full_prob"]), stride_train=tuple(d["stride_train"] or ()),
+                               organ_shift=float(d["organ_shift"] or 0.0), seed=seed, **kw)
     val_cds = fold_case_days(cache, fold, "val")
     val_boxes = boxes if val_boxes is None else val_boxes
     val_ds = SliceDataset25D(cache, val_cds, subset=d["subset_val"], boxes=val_boxes, **kw) if val_cds else None
