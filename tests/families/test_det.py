@@ -260,3 +260,23 @@ def test_seg25d_crops_with_detector_boxes(synth_cache, cache, tmp_path):
             outside = np.ones(maps.shape[2:], bool)
             outside[y0:y1, x0:x1] = False
             assert not maps[z][:, outside].any()
+
+
+def test_resume_of_the_detector_is_refused_and_runs_nothing(synth_cache, tmp_path):
+    """ultralytics' last.pt is a pickled model: ``--resume`` refuses it by name instead of loading it (a crafted
+    one would run its code), before anything is written."""
+    from kaggle_kit.config import load_config
+    from kaggle_kit.engine.checkpoint import CheckpointError
+    from kaggle_kit.families.det_yolo.train import train
+
+    from tests.engine.test_resume import _crafted
+
+    cfg = load_config(ROOT / "configs/det_yolo/tiny_cpu.yaml", [f"cache={synth_cache}", f"work_root={tmp_path / 'w'}",
+                                                                f"pred_root={tmp_path / 'p'}"])
+    last = tmp_path / "w" / "det_yolo" / "det_tiny_cpu" / "fold0" / "yolo" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    _crafted(last, marker)
+    with pytest.raises(CheckpointError, match=rf"{last}: --resume refused for the detector"):
+        train(cfg, 0, "det_tiny_cpu", resume=True)
+    assert not marker.exists() and sorted(p.name for p in last.parents[2].iterdir()) == ["yolo"]

@@ -8,11 +8,13 @@ check) or ``fp16`` (amp=True: ultralytics' AMP check wants ``yolo26n.pt``; offli
 warning, online it would DOWNLOAD it, so the configs here use bf16 on GPU).
 
 Outputs in ``<work_root>/det_yolo/<exp>/fold<K>/``: ``train.txt``/``val.txt``/``data.yaml``, ultralytics'
-run folder ``yolo/`` (``weights/{best,last}.pt`` training checkpoints for ``--resume``, ``results.csv``,
-``args.yaml``) and the exported inference checkpoints ``best.pth``/``last.pth``: the state dict plus plain
-meta (the ultralytics model dict, image size, the data section, default post-processing), loaded with
+run folder ``yolo/`` (``weights/{best,last}.pt`` training checkpoints, ``results.csv``, ``args.yaml``) and
+the exported inference checkpoints ``best.pth``/``last.pth``: the state dict plus plain meta (the
+ultralytics model dict, image size, the data section, default post-processing), loaded with
 ``torch.load(weights_only=True)``. ultralytics' own ``.pt`` files unpickle code (``weights_only=False``):
 they are read here only right after this run wrote them, and are not meant to be shipped or downloaded.
+For the same reason ``--resume`` is refused for the detector (naming its ``last.pt``): resuming would load a
+file left in the work folder by an earlier run, or put there by anyone; the fold trains again instead.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from kaggle_kit.data.cache import Cache
 from kaggle_kit.paths import work_dir as make_work_dir
 from kaggle_kit.families.det_yolo.dataset import dataset_root, write_fold_lists, write_yolo_dataset
-from kaggle_kit.engine.checkpoint import save_inference_checkpoint
+from kaggle_kit.engine.checkpoint import CheckpointError, save_inference_checkpoint
 from kaggle_kit.env import setup_offline
 
 __all__ = ["FAMILY", "PRECISION", "export_checkpoints", "train", "ultralytics_args"]
@@ -92,20 +94,21 @@ def train(cfg: dict, fold, exp: str, resume: bool = False) -> Path:
 
     cache = Cache(cfg["cache"])
     wd = make_work_dir(cfg["work_root"], FAMILY, exp, fold)
+    last = wd / "yolo" / "weights" / "last.pt"
+    if resume and last.is_file():
+        raise CheckpointError(f"{last}: --resume refused for the detector: ultralytics' training checkpoints are "
+                              "pickled models and loading one runs code from the file; train this fold again "
+                              "without --resume")
+    if resume:
+        print(f"no {last} to resume from: training from scratch")
     wd.mkdir(parents=True, exist_ok=True)
     root = dataset_root(cfg["work_root"], exp)
     meta_ds = write_yolo_dataset(cache, root, cfg["data"])
     data_yaml = write_fold_lists(cache, root, wd, fold, meta_ds)
-    last = wd / "yolo" / "weights" / "last.pt"
-    if resume and last.is_file():
-        YOLO(str(last)).train(resume=True)
-    else:
-        if resume:
-            print(f"no {last} to resume from: training from scratch")
-        name = cfg["model"]["yaml"]
-        if not str(name).endswith((".yaml", ".yml")):
-            raise ValueError(f"model.yaml={name!r}: give a model yaml (e.g. yolov8n.yaml); a .pt name downloads weights")
-        YOLO(name, task="detect").train(**ultralytics_args(cfg, data_yaml, wd, has_val=fold != "all"))
+    name = cfg["model"]["yaml"]
+    if not str(name).endswith((".yaml", ".yml")):
+        raise ValueError(f"model.yaml={name!r}: give a model yaml (e.g. yolov8n.yaml); a .pt name downloads weights")
+    YOLO(name, task="detect").train(**ultralytics_args(cfg, data_yaml, wd, has_val=fold != "all"))
     meta = {"family": FAMILY, "exp": exp, "fold": fold, "task": "det", "nc": 1, "names": ["roi"],
             "model_yaml": cfg["model"]["yaml"], "imgsz": int(cfg["model"]["imgsz"]), "data": cfg["data"],
             "predict": cfg["predict"], "fingerprint": cache.fingerprint()}
