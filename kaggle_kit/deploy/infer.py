@@ -41,7 +41,8 @@ running them on a case-day), ``deploy/budget.py`` (the time budget), ``data/png_
 this module (the run loop).
 
 Bundle layout (written by ``tools/bundle.py``): ``bundle.json`` (members: name, family, kind, checkpoints,
-tta, predictor, source; detector members: kind ``boxes`` and ``box_params``), ``ensemble.yaml``,
+tta, predictor, source; detector members: kind ``boxes`` and ``box_params``; ``sha256``: every file's
+digest, checked for each checkpoint before it loads), ``ensemble.yaml``,
 ``checkpoints/``, ``wheels/``.
 """
 from __future__ import annotations
