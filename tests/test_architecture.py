@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "kaggle_kit"
 # Stage of each top-level part of the package; an import may only go to a lower stage or stay inside its
 # own part (a sub-package or module). Parts on one stage do not import each other.
 STAGES = {
-    "__init__": 0, "utils": 0, "_compat": 0, "resources": 0,
+    "__init__": 0, "utils": 0, "_compat": 0, "resources": 0, "children": 0,
     "env": 0.5, "config": 0.5, "paths": 0.5, "registry": 0.5, "plan": 0.5,
     "data": 1,
     "io": 2,

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from kaggle_kit.children import run_child
 from kaggle_kit.pipeline.results import (
     BundleSummary,
     DataResult,
@@ -61,7 +62,7 @@ class Runner:
         cmd = [str(c) for c in cmd]
         print(f"[run_all] {name}: {' '.join(cmd)}", flush=True)
         t0 = time.time()
-        p = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, env=dict(os.environ))
+        p = run_child(cmd, env=dict(os.environ))  # dies with this process: a killed job stops writing
         dt = time.time() - t0
         ctx.times.append((name, dt))
         if p.returncode != 0:
