@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "read_by_format",
     "UserError", "atomic_path", "atomic_save_figure", "atomic_save_npy", "atomic_write_text", "atomic_write_json", "remove_stale_temps",
     "staged_dir", "short_hash", "progress", "did_you_mean", "sha256_file",
 ]
@@ -217,3 +218,15 @@ def progress(iterable=None, **kw):
     kw.setdefault("disable", bool(os.environ.get("KAGGLE_KIT_NO_PROGRESS")))
     kw.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kw)
+
+
+def read_by_format(obj: dict, readers: dict, path, error: type[Exception], what: str, redo: str) -> dict:
+    """``obj`` (a checkpoint's meta, a manifest) read by the reader of its ``format`` (absent: 1, the format
+    before the key existed); ``error`` naming ``path`` for a format with no reader (``redo``: what to do again
+    with this kaggle_kit)."""
+    fmt = obj.get("format", 1)
+    reader = readers.get(fmt) if isinstance(fmt, int) and not isinstance(fmt, bool) else None
+    if reader is None:
+        raise error(f"{path}: {what} format {fmt!r}; this kaggle_kit reads format(s) {sorted(readers)}: a newer "
+                    f"kaggle_kit wrote it, upgrade kaggle_kit or {redo}")
+    return reader(obj, path)

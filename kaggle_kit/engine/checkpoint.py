@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 from kaggle_kit.utils import UserError
-from kaggle_kit.utils import atomic_path
+from kaggle_kit.utils import atomic_path, read_by_format
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "enable_resume_loader", "load_inference_checkpoint", "plain",
            "read_meta", "save_inference_checkpoint", "training_state_from_plain", "training_state_to_plain"]
@@ -70,13 +70,8 @@ def read_meta(meta, path) -> dict:
     today's code reads; CheckpointError naming ``path`` for a format with no reader."""
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: the checkpoint's meta is a {type(meta).__name__}, not a mapping")
-    fmt = meta.get("format", 1)
-    reader = _META_READERS.get(fmt) if isinstance(fmt, int) and not isinstance(fmt, bool) else None
-    if reader is None:
-        raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this kaggle_kit reads format(s) "
-                              f"{sorted(_META_READERS)}: a newer kaggle_kit wrote it, upgrade kaggle_kit (or the "
-                              "bundle's wheel) or re-export the checkpoint with this one")
-    return reader(meta, path)
+    return read_by_format(meta, _META_READERS, path, CheckpointError, "checkpoint",
+                          "the bundle's wheel, or re-export the checkpoint with this one")
 
 
 def load_inference_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, dict]:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kaggle_kit.utils import UserError, atomic_path, atomic_write_json
+from kaggle_kit.utils import UserError, atomic_path, atomic_write_json, read_by_format
 
 __all__ = [
     "FORMAT_VERSION",
@@ -305,13 +305,7 @@ def read_manifest(root, exp: str, split: str) -> dict:
         raise ProbMapError(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(man, dict):
         raise ProbMapError(f"{path}: unreadable manifest (a {type(man).__name__}, not a mapping)")
-    fmt = man.get("format", 1)
-    reader = _MANIFEST_READERS.get(fmt) if isinstance(fmt, int) and not isinstance(fmt, bool) else None
-    if reader is None:
-        raise ProbMapError(f"{path}: manifest format {fmt!r}; this kaggle_kit reads format(s) "
-                           f"{sorted(_MANIFEST_READERS)}: a newer kaggle_kit wrote it, upgrade kaggle_kit or "
-                           "predict again with this one")
-    return reader(man, path)
+    return read_by_format(man, _MANIFEST_READERS, path, ProbMapError, "manifest", "predict again with this one")
 
 
 def list_case_days(root, exp: str, split: str) -> list[str]:
