@@ -4,7 +4,8 @@ The steps and their order are declared once, in :data:`kaggle_kit.post.steps.STE
 per-class thresholds (one numba pass, no float map kept) -> classifier gating (on the fused classifier
 probability, optionally averaged over a window of slices along z: :func:`fuse_classifier`) and minimum
 positive pixels per slice -> truncation (first/last k slices, slices beyond the last classifier-positive
-slice + margin) -> removal of small 2D components -> of small 3D components (with ``never_empty``, neither
+slice + margin) -> presence per volume (a class whose peak fused probability, or peak classifier
+probability, over the case-day stays below its number is cleared on every slice) -> removal of small 2D components -> of small 3D components (with ``never_empty``, neither
 empties a class: its largest component stays) -> of 3D components small relative to the class's largest -> z
 smoothing of per-slice presence. :func:`postprocess` is one loop over that list; every number comes from
 :class:`PostParams` (built from the ensemble YAML by :mod:`kaggle_kit.post.ensemble`); ``impl="numpy"`` runs
@@ -116,12 +117,15 @@ def postprocess(stack: np.ndarray, weights: np.ndarray, params: PostParams, cls:
     if stack.shape[2] != c:
         raise ValueError(f"maps have {stack.shape[2]} classes, the parameters {c}")
     if params.needs_classifier and cls is None:
-        raise ValueError("gating / tail truncation need classifier probabilities")
+        raise ValueError("gating / tail truncation / presence.cls_prob need classifier probabilities")
     v = params.values
     per_class = [params.for_class(k) for k in range(c)]
     fusion, *steps = STEPS
     bits, counts = fusion.apply(stack, weights, v, impl)
-    ctx = Context(depth=len(bits), cls=cls)
+    # the planes' peak fused values cost a second pass over the maps: only when a step reads them
+    peak = (K.fuse_plane_max(stack, weights) if impl == "numba" else K.fuse_plane_max_numpy(stack, weights)) \
+        if any(s.uses_peak(pc) for s in steps for pc in per_class) else None
+    ctx = Context(depth=len(bits), cls=cls, peak=peak)
     for step in steps:
         if any(step.active(pc) for pc in per_class):
             step.apply(bits, counts, v, ctx, impl)

@@ -145,6 +145,9 @@ TAIL_PROB = Param("tail_prob", ("truncation", "tail_prob"), "prob", 0.0, "tail p
                   search_default=(0.5,), start_first=True)
 FIRST_K = Param("first_k", ("truncation", "first_k"), "count", 0, "drop first k")
 LAST_K = Param("last_k", ("truncation", "last_k"), "count", 0, "drop last k")
+PRESENCE_PROB = Param("presence_prob", ("presence", "prob"), "prob", 0.0, "presence: volume peak prob")
+PRESENCE_CLS_PROB = Param("presence_cls_prob", ("presence", "cls_prob"), "prob", 0.0,
+                          "presence: classifier volume peak", classifier=True)
 MIN_AREA_2D = Param("min_area_2d", ("min_area_2d",), "count", 0, "min area 2D (px)", noop=_at_most_one)
 CONNECTIVITY = Param("connectivity", ("connectivity",), "conn", 8, "connectivity", per_class=False,
                      start_first=True, always_written=True)
@@ -165,12 +168,17 @@ CLASSIFIER_PARAMS = (Z_WINDOW,)
 @dataclass(frozen=True)
 class Context:
     """What a step may read besides the mask: ``depth`` D of the whole volume, ``z0`` the volume slice of the
-    mask's first slice (the tuner's crops; 0 otherwise) and ``cls`` the fused classifier float32 (D, C') on
-    the 0..255 scale (whole volume, same classes as the mask), or None."""
+    mask's first slice (the tuner's crops; 0 otherwise), ``cls`` the fused classifier float32 (D, C') on
+    the 0..255 scale (whole volume, same classes as the mask), or None, and ``peak`` float32 (n, C') the
+    highest fused pixel value of each of the mask's n planes (0..255; :func:`kernels.fuse_plane_max`), or
+    None. On a crop, ``peak`` is the crop's plane maximum: equal to the whole plane's on every plane that
+    had a positive voxel after the threshold (that voxel is above the crop floor, hence inside the box),
+    which are the only planes a step may read it on."""
 
     depth: int
     z0: int = 0
     cls: np.ndarray | None = None
+    peak: np.ndarray | None = None
 
     def cls_rows(self, n: int) -> np.ndarray:
         """The classifier rows of the mask's n slices."""
@@ -218,7 +226,8 @@ class Step:
     the box of the voxels already positive (plus one slice of context along z), so the tuner may evaluate it
     on its crops (``tests/post/test_steps.py`` checks each declared step on random masks and values); a step
     that can (a dilation, a hole filling across the box) declares ``crop_safe=False`` and the tuner then
-    evaluates every class on the whole volume (exact, slower).
+    evaluates every class on the whole volume (exact, slower). peak(v): for one class's canonical values,
+    whether the step reads ``Context.peak`` (None: never; the caller computes it only when some step does).
     """
 
     name: str
@@ -231,6 +240,7 @@ class Step:
     classifier: Callable | None = None
     canon: Callable | None = None
     crop_safe: bool = True
+    peak: Callable | None = None
 
     @property
     def needs_classifier(self) -> bool:
@@ -252,6 +262,10 @@ class Step:
     def uses_classifier(self, v: Mapping) -> bool:
         v = self.canonical(v)
         return self.classifier is not None and self.active(v) and bool(self.classifier(v))
+
+    def uses_peak(self, v: Mapping) -> bool:
+        v = self.canonical(v)
+        return self.peak is not None and self.active(v) and bool(self.peak(v))
 
     def key(self, v: Mapping, cls_key=()) -> tuple | None:
         """Canonical key of the step for one class: None (no-op) or ((name, value), ...) of every number it
@@ -295,6 +309,39 @@ def _truncate(kernel, bits, counts, v, ctx):
     kernel(bits, counts, lo - ctx.z0, hi - ctx.z0)
 
 
+def _presence(kernel, bits, counts, v, ctx):
+    """Whether each class is in the case-day at all, decided on the whole volume; a class judged absent is
+    cleared on every slice (``kernel``: :func:`kernels.truncate` with an empty keep range).
+
+    Two volume scores, each against its own per-class number (0 = that test off):
+
+    - ``presence_prob``: the class stays when some voxel still positive has a fused pixel probability above
+      it (the peak of the fused map over the planes that survived gating and truncation). A spurious organ
+      crosses the pixel threshold as a present one does, but an organ the members really see reaches a
+      confident core (the top teams' "max probability" rule, taken here per volume). The peak does not move
+      with the threshold's cut, so the two numbers are tuned apart; at or below the threshold it changes
+      nothing (a positive voxel is above the threshold).
+    - ``presence_cls_prob``: the class stays when the fused classifier probability (classifier members and
+      the pixel members' aux presence heads, averaged over ``z_window`` slices as gating reads it) reaches
+      it on some slice of the volume: slice presence evidence trained for exactly this, its single-slice
+      spikes smoothed by the window.
+
+    No voxel count: that is what ``min_volume_3d`` measures per component, and it moves with the threshold.
+    The step runs before the size filters, so ``never_empty`` (which keeps a class's largest component)
+    cannot keep a class the scores call absent, and it deletes none they call present. Only clears."""
+    n, c = counts.shape
+    keep = np.ones(c, bool)
+    prob = np.asarray(v["presence_prob"], np.float64)
+    if (prob > 0).any():
+        peak = np.max(np.where(counts > 0, ctx.peak, -np.inf), axis=0, initial=-np.inf)
+        keep &= (prob <= 0) | (peak > prob * 255.0)
+    cls_prob = np.asarray(v["presence_cls_prob"], np.float64)
+    if (cls_prob > 0).any():
+        top = np.max(ctx.cls, axis=0, initial=-np.inf)  # the whole volume's classifier rows
+        keep &= (cls_prob <= 0) | (top >= cls_prob * 255.0)
+    kernel(bits, counts, np.where(keep, 0, n), np.where(keep, n - 1, -1))
+
+
 def _components(name: str, dtype, guarded: bool = False):
     def call(kernel, bits, counts, v, ctx):
         kernel(bits, counts, np.asarray(v[name], dtype), v["connectivity"], *((v["never_empty"],) if guarded else ()))
@@ -315,6 +362,8 @@ STEPS: tuple = (
          classifier=lambda v: v["gate_prob"] > 0),
     Step("truncate", "truncation", (TAIL_MARGIN, TAIL_PROB, FIRST_K, LAST_K), K.truncate, K.truncate_numpy,
          _truncate, classifier=lambda v: v["tail_margin"] is not None, canon=_canon_tail),
+    Step("presence", "presence per volume", (PRESENCE_PROB, PRESENCE_CLS_PROB), K.truncate, K.truncate_numpy,
+         _presence, classifier=lambda v: v["presence_cls_prob"] > 0, peak=lambda v: v["presence_prob"] > 0),
     Step("min_area_2d", "min area 2D", (MIN_AREA_2D,), K.remove_small_2d, K.remove_small_2d_numpy,
          _components("min_area_2d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY)),
     Step("min_volume_3d", "min volume 3D", (MIN_VOLUME_3D,), K.remove_small_3d, K.remove_small_3d_numpy,

@@ -297,6 +297,7 @@ class _Pass:
             for n in LEVELS:
                 remaining[k[:n]] = remaining.get(k[:n], 0) + 1
         cache: dict = {}
+        peaks: dict = {}  # normalised weights -> the crop's plane maxima of the fused map (dz, 1)
         scored: list = []  # (counts, bits, stats) of final masks already scored
         stats = [None] * len(keys)
         for i in order:
@@ -323,9 +324,16 @@ class _Pass:
                     bits, counts = (_FUSION.threshold(fused, v) if fused is not None
                                     else _FUSION.apply(crop.pix, weights, v))
                 elif k[j] is not None:
-                    cls_key = dict(k[j]).get(CLASSIFIER)
-                    ctx = Context(cd.shape[0], crop.z0, None if cls_key is None else self._cls(cd, c, cls_key, cls_cache))
-                    _STEPS[j - 2].apply_key(bits, counts, k[j], ctx)
+                    step, kv = _STEPS[j - 2], dict(k[j])
+                    cls_key = kv.get(CLASSIFIER)
+                    peak = None
+                    if step.peak is not None and step.peak(kv):  # the key holds the step's own numbers
+                        if k[0] not in peaks:
+                            peaks[k[0]] = K.fuse_plane_max(crop.pix, weights)
+                        peak = peaks[k[0]]
+                    ctx = Context(cd.shape[0], crop.z0, None if cls_key is None else self._cls(cd, c, cls_key, cls_cache),
+                                  peak)
+                    step.apply_key(bits, counts, k[j], ctx)
                 if remaining[k[:LEVELS[j]]] > 1:
                     cache[k[:LEVELS[j]]] = (bits.copy(), counts.copy())
             for n in LEVELS:

@@ -78,7 +78,8 @@ def test_pipeline_numba_equals_numpy(shape):
     params = PostParams(threshold=(0.45, 0.5, 0.55), gate_prob=(0.2, 0.3, 0.1), gate_min_pixels=(2, 0, 3),
                         first_k=(1, 0, 0), last_k=(0, 1, 0), tail_margin=2, tail_prob=(0.5, 0.6, 0.4),
                         min_area_2d=(3, 4, 2), min_volume_3d=(5, 2, 8), min_relative_volume_3d=(0.3, 0.0, 0.6),
-                        connectivity=4, z_smoothing=True)
+                        connectivity=4, z_smoothing=True, presence_prob=(0.6, 0.0, 0.9),
+                        presence_cls_prob=(0.0, 0.5, 0.3))
     a = postprocess(stack, w, params, cls, impl="numba")
     b = postprocess(stack, w, params, cls, impl="numpy")
     for x, y in zip(a, b):

@@ -27,6 +27,24 @@ def _bits(rng, shape, p=0.45):
     return bits, K.plane_counts(bits, c)
 
 
+@pytest.mark.parametrize("shape", SHAPES + [(4, 2, 0, 3)])
+@pytest.mark.parametrize("m", [1, 3])
+def test_fuse_plane_max_equals_twin_and_the_fused_map(shape, m):
+    """The planes' peak fused value, computed without a float map, equals the numpy twin and the maximum of
+    ``fuse``'s map bit for bit (0 on an empty plane)."""
+    rng = np.random.default_rng(hash((shape, m, "peak")) % 2**32)
+    stack = _stack(rng, m, shape) if shape[2] else np.zeros((m,) + shape, np.uint8)
+    raw_w = rng.random((m, shape[1]))
+    raw_w[0, 0] = 0 if m > 1 else 1
+    w = K.normalise_weights(raw_w)
+    got = K.fuse_plane_max(stack, w)
+    assert got.dtype == np.float32 and got.shape == shape[:2]
+    np.testing.assert_array_equal(got, K.fuse_plane_max_numpy(stack, w))
+    fused = K.fuse(stack, w)
+    want = fused.max((2, 3)) if fused.size else np.zeros(shape[:2], np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("m", [1, 3])
 def test_fuse_and_threshold_equal_twins(shape, m):

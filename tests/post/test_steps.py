@@ -23,7 +23,8 @@ D, C, H, W = 11, 3, 19, 23
 
 def _volume(rng: np.random.Generator):
     """bits uint8 (D, H, W) with blobby positives of each class inside a random box (empty around it, one
-    class sometimes empty everywhere), counts (D, C), and a classifier float32 (D, C) on the 0..255 scale."""
+    class sometimes empty everywhere), counts (D, C), a classifier float32 (D, C) on the 0..255 scale and
+    the planes' peak fused values float32 (D, C) (random: a step may read them only on positive planes)."""
     bits = np.zeros((D, H, W), np.uint8)
     for c in range(C):
         if rng.random() < 0.15:
@@ -35,7 +36,8 @@ def _volume(rng: np.random.Generator):
         on[rng.random(on.shape[0]) < 0.2] = False  # empty slices inside the box (z smoothing, gaps)
         bits[z0:z1, y0:y1, x0:x1] |= on.astype(np.uint8) << c
     cls = (rng.random((D, C)) * 255).astype(np.float32)
-    return bits, K.plane_counts(bits, C), cls
+    peak = (rng.random((D, C)) * 255).astype(np.float32)
+    return bits, K.plane_counts(bits, C), cls, peak
 
 
 def _values(rng: random.Random) -> dict:
@@ -74,12 +76,12 @@ def test_each_step_honours_the_crop_rule_or_declares_it_does_not(step):
     checked = 0
     for seed in range(60):
         rng, prng = np.random.default_rng(seed), random.Random(seed)
-        bits, counts, cls = _volume(rng)
+        bits, counts, cls, peak = _volume(rng)
         v = _values(prng)
         per_class = [_for_class(v, c) for c in range(C)]
         full_bits, full_counts = bits.copy(), counts.copy()
         if any(step.active(pc) for pc in per_class):  # as postprocess runs it
-            step.apply(full_bits, full_counts, v, Context(D, 0, cls))
+            step.apply(full_bits, full_counts, v, Context(D, 0, cls, peak))
         for c in range(C):
             plane = (bits >> c) & 1
             out = (full_bits >> c) & 1
@@ -90,7 +92,8 @@ def test_each_step_honours_the_crop_rule_or_declares_it_does_not(step):
             crop = np.ascontiguousarray(plane[z0:z1, y0:y1, x0:x1])
             crop_counts = K.plane_counts(crop, 1)
             step.apply_key(crop, crop_counts, step.key(per_class[c], cls_key=((1.0,), 1)),
-                           Context(D, z0, np.ascontiguousarray(cls[:, c:c + 1])))
+                           Context(D, z0, np.ascontiguousarray(cls[:, c:c + 1]),
+                                   np.ascontiguousarray(peak[z0:z1, c:c + 1])))
             outside = out.copy()
             outside[z0:z1, y0:y1, x0:x1] = 0
             assert not outside.any(), f"seed {seed}: {step.name} set class {c} outside its crop ({per_class[c]})"

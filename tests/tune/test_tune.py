@@ -179,6 +179,31 @@ def test_search_scores_equal_the_ensemble_path_on_tight_crops(tight_store):
     _exact(tight_store, sp, data, [_random_setting(rng, all_on=True)] + [_random_setting(rng) for _ in range(5)])
 
 
+def test_search_scores_equal_the_ensemble_path_where_presence_decides(store, tight_store):
+    """Exactness where presence per volume clears classes: presence numbers near the members' volume peaks
+    (the random draws rarely reach them), with and without the classifier's. Each setting is checked against
+    the ensemble path, and the step must change the score of some settings (the comparison is not of a no-op)."""
+    import dataclasses
+
+    for st in (store, tight_store):
+        sp = parse_search_space(SEARCH, "s")
+        data = load_oof(st["cache"], st["preds"], sp.pixel, sp.classifier, 0.2)
+        ev = Evaluator(data, sp.metric, workers=2)
+        rng = random.Random(5)
+        settings, changed = [], 0
+        for i in range(6):
+            cps, gp = _random_setting(rng)
+            cps = tuple(dataclasses.replace(cp, presence_prob=rng.choice([0.55, 0.65, 0.75, 0.85, 0.95]),
+                                            presence_cls_prob=rng.choice([0.0, 0.0, 0.9, 0.97]))
+                        for cp in cps)
+            off = tuple(dataclasses.replace(cp, presence_prob=0.0, presence_cls_prob=0.0) for cp in cps)
+            idx = np.arange(len(data.case_days))
+            changed += ev.score(setting_keys((cps, gp)), idx) != ev.score(setting_keys((off, gp)), idx)
+            settings.append((cps, gp))
+        _exact(st, sp, data, settings)
+        assert changed >= 2
+
+
 def test_uncropped_evaluation_is_exact_too(store, monkeypatch):
     """A step declaring crop_safe=False makes the tuner evaluate whole volumes; that path is exact as well."""
     import dataclasses
@@ -276,7 +301,8 @@ def test_step_list_is_the_single_source():
     assert ensemble_keys() - {"members", "metric", "classes"} == top
     assert search_keys() - {"members", "weights", "classifier_weights", "metric", "search"} == top
     assert yaml_layout() == {"": top, "gating": {"prob", "min_pixels", "z_window"},
-                             "truncation": {"first_k", "last_k", "tail_margin", "tail_prob"}}
+                             "truncation": {"first_k", "last_k", "tail_margin", "tail_prob"},
+                             "presence": {"prob", "cls_prob"}}
     sp = parse_search_space(SEARCH, "s")
     assert list(sp.options) + list(sp.globals_) == [p.name for p in PARAMS if p.per_class] + \
         [p.name for p in PARAMS if not p.per_class]

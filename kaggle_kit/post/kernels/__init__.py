@@ -20,9 +20,9 @@ All kernels are single-threaded (``parallel`` is not used): the notebook runs ot
 from __future__ import annotations
 
 from kaggle_kit.post.kernels._base import normalise_weights, plane_counts
-from kaggle_kit.post.kernels.fuse import fuse, fuse_numpy, fuse_threshold, fuse_threshold_numpy, threshold, threshold_numpy
+from kaggle_kit.post.kernels.fuse import fuse, fuse_numpy, fuse_plane_max, fuse_plane_max_numpy, fuse_threshold, fuse_threshold_numpy, threshold, threshold_numpy
 from kaggle_kit.post.kernels.planes import gate, gate_numpy, keep_range, truncate, truncate_numpy, z_smooth, z_smooth_numpy
 from kaggle_kit.post.kernels.components import remove_relative_3d, remove_relative_3d_numpy, remove_small_2d, remove_small_2d_numpy, remove_small_3d, remove_small_3d_numpy
 from kaggle_kit.post.kernels.rle import rle_encode_planes, rle_encode_planes_numpy
 
-__all__ = ["fuse", "fuse_numpy", "fuse_threshold", "fuse_threshold_numpy", "gate", "gate_numpy", "keep_range", "normalise_weights", "plane_counts", "remove_relative_3d", "remove_relative_3d_numpy", "remove_small_2d", "remove_small_2d_numpy", "remove_small_3d", "remove_small_3d_numpy", "rle_encode_planes", "rle_encode_planes_numpy", "threshold", "threshold_numpy", "truncate", "truncate_numpy", "z_smooth", "z_smooth_numpy"]
+__all__ = ["fuse", "fuse_numpy", "fuse_plane_max", "fuse_plane_max_numpy", "fuse_threshold", "fuse_threshold_numpy", "gate", "gate_numpy", "keep_range", "normalise_weights", "plane_counts", "remove_relative_3d", "remove_relative_3d_numpy", "remove_small_2d", "remove_small_2d_numpy", "remove_small_3d", "remove_small_3d_numpy", "rle_encode_planes", "rle_encode_planes_numpy", "threshold", "threshold_numpy", "truncate", "truncate_numpy", "z_smooth", "z_smooth_numpy"]

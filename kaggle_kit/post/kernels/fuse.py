@@ -111,3 +111,39 @@ def fuse_threshold(stack: np.ndarray, weights: np.ndarray, thr255: np.ndarray) -
 
 def fuse_threshold_numpy(stack, weights, thr255):
     return threshold_numpy(fuse_numpy(stack, weights), thr255)
+
+
+@jit
+def _fuse_plane_max(stack, w, out):
+    m_, d_, c_, h_, w_ = stack.shape
+    row = np.empty(w_, np.float32)
+    for d in range(d_):
+        for c in range(c_):
+            best = np.float32(0.0)  # fused values are >= 0 (weights and maps are)
+            for y in range(h_):
+                row[:] = 0
+                for m in range(m_):
+                    wm = w[m, c]
+                    if wm == 0:
+                        continue
+                    src = stack[m, d, c, y]
+                    for x in range(w_):
+                        row[x] += wm * np.float32(src[x])
+                for x in range(w_):
+                    if row[x] > best:
+                        best = row[x]
+            out[d, c] = best
+
+
+def fuse_plane_max(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The highest fused value of every plane, with no float map in memory: uint8 (M, D, C, H, W), float32
+    (M, C) -> float32 (D, C) on the 0..255 scale, equal to ``fuse(...).max((2, 3))`` bit for bit (0 for an
+    empty plane)."""
+    stack, weights = check_stack(stack, weights)
+    out = np.empty(stack.shape[1:3], np.float32)
+    _fuse_plane_max(stack, weights, out)
+    return out
+
+
+def fuse_plane_max_numpy(stack, weights):
+    return np.max(fuse_numpy(stack, weights), axis=(2, 3), initial=np.float32(0.0))
