@@ -18,6 +18,10 @@ The ensemble YAML holds every number of the submission path (it is what OOF tuni
       last_k: 0
       tail_margin: null           #   int: drop slices > margin after the last classifier-positive slice
       tail_prob: 0.5              #   required with tail_margin: classifier-positive threshold
+    presence:                     # optional, per case-day, before the size filters (null / 0 = off);
+                                  #   cls_prob needs a classifier member
+      prob: 0.8                   #   clear a class whose peak fused probability is not above this
+      cls_prob: 0.5               #   ... or whose fused classifier prob reaches this on no slice
     min_area_2d: 0                # optional: remove 2D components smaller than this (pixels)
     min_volume_3d: null           # optional: remove 3D components smaller than this (voxels)
     min_relative_volume_3d: 0     # optional: remove 3D components smaller than this fraction of the class's

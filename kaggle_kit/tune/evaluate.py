@@ -15,7 +15,8 @@ Why it is fast, all of it exact:
   threshold searched, or the truth is set, plus one slice on each side along z (z smoothing looks at
   neighbours). Nothing outside can become positive (every step of STEPS declares it, ``Step.crop_safe``;
   when one does not, every crop is the whole volume), the rows outside are empty in both masks, and the
-  Hausdorff distance is translation-invariant (its normaliser uses the full shape);
+  Hausdorff distance is translation-invariant (its normaliser uses the full shape); a plane's peak fused value
+  (presence per volume) is its crop's on every plane that had a positive voxel, the only planes it is read on;
 - the statistics of a candidate are kept per case-day (Dice sum, Dice rows, Hausdorff sum, Hausdorff
   terms), so its score on any subset of case-days (a fold, all folds but one) is a sum: nested runs share
   every evaluation;

@@ -26,7 +26,8 @@ Dice denominator), hence rounds until nothing changes.
 
 The search: coordinate ascent from the plain average at 0.5 (equal weights, every step off), stage by stage
 in the order of the step list (:func:`_stages`: weights, threshold, classifier weights, gate prob, gate min
-pixels, classifier z window, tail margin, tail prob, first k, last k, min area 2D, connectivity, never empty,
+pixels, classifier z window, tail margin, tail prob, first k, last k, presence prob, presence classifier prob,
+min area 2D, connectivity, never empty,
 min volume 3D, min relative volume 3D, z smoothing), per class where the number is per class, for ``rounds`` rounds or until a round changes nothing. Round 1 sweeps the weight simplex on a grid, round 2
 moves ``refine_step`` of weight between pairs of members, round 3 half of it, and so on; rounds >= 2 try
 each other number's neighbours in its list only. Nested evaluation: one run per held-out

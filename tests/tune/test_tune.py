@@ -191,7 +191,7 @@ def test_search_scores_equal_the_ensemble_path_where_presence_decides(store, tig
         ev = Evaluator(data, sp.metric, workers=2)
         rng = random.Random(5)
         settings, changed = [], 0
-        for i in range(6):
+        for _ in range(6):
             cps, gp = _random_setting(rng)
             cps = tuple(dataclasses.replace(cp, presence_prob=rng.choice([0.55, 0.65, 0.75, 0.85, 0.95]),
                                             presence_cls_prob=rng.choice([0.0, 0.0, 0.9, 0.97]))
