@@ -327,8 +327,10 @@ def _presence(kernel, bits, counts, v, ctx):
       spikes smoothed by the window.
 
     No voxel count: that is what ``min_volume_3d`` measures per component, and it moves with the threshold.
-    The step runs before the size filters, so ``never_empty`` (which keeps a class's largest component)
-    cannot keep a class the scores call absent, and it deletes none they call present. Only clears."""
+    Whether a score separates present from absent organs is what the OOF data tells: the tuner sweeps both
+    numbers per class and keeps one only where it gains (off, where the peaks of spurious and real organs
+    overlap). The step runs before the size filters, so ``never_empty`` (which keeps a class's largest
+    component) cannot keep a class the scores call absent, and it clears no class they call present."""
     n, c = counts.shape
     keep = np.ones(c, bool)
     prob = np.asarray(v["presence_prob"], np.float64)
