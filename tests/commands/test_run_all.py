@@ -22,7 +22,8 @@ def test_shipped_presets_load_and_keep_the_demo_members():
 
     assert {"tiny", "tiny_all", "gpu"} <= set(preset_names())
     tiny = load_preset("tiny")
-    assert tiny.configs == ["det_yolo/tiny_cpu.yaml", "seg25d/tiny_cpu_boxes.yaml"] and tiny.n_folds == 3
+    assert tiny.configs == ["det_yolo/tiny_cpu.yaml", "seg25d/tiny_cpu_boxes.yaml", "seg3d/tiny_cpu.yaml"]
+    assert tiny.n_folds == 3
     assert load_preset("gpu").n_folds == 5 and len(load_preset("tiny_all").members) == 4
     for name in preset_names():
         p = load_preset(name)
