@@ -76,7 +76,7 @@ def calibrate_member(ctx, r, member, cfg: dict, exp: str) -> Calibration:
     t0 = time.time()
     n_steps = WARMUP_STEPS + TIMED_STEPS
     r.run(f"calibrate {exp} (train)", "train",
-          [member.path, "--fold", "0", *paths, f"exp={cal_exp}", *_train_overrides(cfg, n_steps)])
+          [member.path, "--fold", "0", *paths, f"exp={cal_exp}", *member.overrides, *_train_overrides(cfg, n_steps)])
     train_s = time.time() - t0
     wd = root / "work_dirs" / fam / cal_exp / "fold0"
     if fam == "det_yolo":
@@ -93,7 +93,8 @@ def calibrate_member(ctx, r, member, cfg: dict, exp: str) -> Calibration:
     from kaggle_kit.pipeline.results import PredictSummary
 
     ps = r.run(f"calibrate {exp} (predict)", "predict",
-               [member.path, "--split", "oof", "--fold", "0", *paths, f"exp={cal_exp}", *ov], PredictSummary,
+               [member.path, "--split", "oof", "--fold", "0", *paths, f"exp={cal_exp}", *member.overrides, *ov],
+               PredictSummary,
                f"calibrate_predict_{exp}")
     pred_wall = time.time() - t1
     maps_s = float(ps.oof.get("seconds", pred_wall))
@@ -249,7 +250,7 @@ def stage_members_budgeted(ctx, r, budget_s: float, t_start: float):
             units = mp.iters[k]
             t0 = time.time()
             t = r.run(f"train {exp} fold {k} ({units} {'epochs' if fam == 'det_yolo' else 'iterations'})", "train",
-                      [m.path, "--fold", str(k), *paths, f"exp={exp}", *_fold_overrides(cfg, cost, units)],
+                      [m.path, "--fold", str(k), *paths, f"exp={exp}", *m.overrides, *_fold_overrides(cfg, cost, units)],
                       TrainSummary, f"train_{exp}_fold{k}")
             if t.folds != [k]:
                 from kaggle_kit.pipeline.results import StageError
@@ -265,7 +266,7 @@ def stage_members_budgeted(ctx, r, budget_s: float, t_start: float):
             print(f"[budget] member {exp} dropped: " + next((w for n, w in dropped if n == exp), "no time left"),
                   flush=True)
             continue
-        r.run(f"predict {exp} oof+test", "predict", [m.path, "--split", "oof,test", *paths, f"exp={exp}"],
+        r.run(f"predict {exp} oof+test", "predict", [m.path, "--split", "oof,test", *paths, f"exp={exp}", *m.overrides],
               PredictSummary, f"predict_{exp}")
         reused = [d.fold for d in done if d.member == exp and d.seconds == 0.0 and d.iters == 0]
         out.append(MemberResult(exp, fam, m.config, trained, sorted(reused)))

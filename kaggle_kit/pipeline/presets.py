@@ -9,6 +9,7 @@ search space. One YAML file per preset under ``configs/presets/`` (``kk run --pr
         share: 0.15                              # its part of the training time under --budget (default 1)
         min_epochs: 1                            # under --budget: below this it is dropped whole (default 1)
         max_epochs: 30                           # under --budget: never more than this (default: no cap)
+        overrides: [train.batch_size=8]          # key=value overrides of the config for this preset (default none)
 
 Unknown keys are rejected with a did-you-mean; every member needs its ``why``; every file must exist.
 """
@@ -24,7 +25,7 @@ __all__ = ["PRESET_DIR", "Preset", "PresetError", "PresetMember", "load_preset",
 
 PRESET_DIR = CONFIG_ROOT / "presets"
 _KEYS = {"n_folds", "search", "members"}
-_MEMBER_KEYS = {"config", "why", "share", "min_epochs", "max_epochs"}
+_MEMBER_KEYS = {"config", "why", "share", "min_epochs", "max_epochs", "overrides"}
 
 
 class PresetError(ConfigError):
@@ -39,6 +40,7 @@ class PresetMember:
     share: float = 1.0  # part of the training time under a budget (kaggle_kit.plan)
     min_epochs: float = 1.0
     max_epochs: float | None = None
+    overrides: tuple[str, ...] = ()  # key=value overrides of the config (checked when the config loads)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,11 @@ def load_preset(name_or_path: str | Path) -> Preset:
             num[k] = float(v)
         if num["max_epochs"] is not None and num["max_epochs"] < num["min_epochs"]:
             raise PresetError(f"{where}: max_epochs {num['max_epochs']:g} is under min_epochs {num['min_epochs']:g}")
-        out.append(PresetMember(m.get("config"), _resolve(m.get("config"), f"{where}.config"), why.strip(), **num))
+        ov = m.get("overrides") or []
+        if not isinstance(ov, list) or not all(isinstance(o, str) and "=" in o for o in ov):
+            raise PresetError(f"{where}.overrides: expected a list of 'key=value' strings, got {ov!r}")
+        out.append(PresetMember(m.get("config"), _resolve(m.get("config"), f"{where}.config"), why.strip(),
+                                overrides=tuple(ov), **num))
     dup = [m.config for i, m in enumerate(out) if m.path in [x.path for x in out[:i]]]
     if dup:
         raise PresetError(f"{path}: members: {dup[0]!r} is listed twice")

@@ -109,7 +109,7 @@ def _members_wanted(ctx: Context) -> list:
     detector boxes: ``data.crop: boxes``)."""
     from kaggle_kit.config import load_config
 
-    cfgs = [(m, load_config(m.path)) for m in ctx.preset.members]
+    cfgs = [(m, load_config(m.path, list(m.overrides))) for m in ctx.preset.members]
     wanted = set(ctx.opts.families or [])
     if not wanted:
         return cfgs
@@ -136,10 +136,11 @@ def stage_members(ctx: Context, r: Runner) -> list[MemberResult]:
             print(f"[run_all] {fam}: folds {reused} trained already (done.json)")
         if todo:  # one process for all its folds: imports and start-up paid once
             t = r.run(f"train {fam} folds {','.join(map(str, todo))}", "train",
-                      [m.path, "--fold", ",".join(map(str, todo)), *paths, f"exp={exp}"], TrainSummary, f"train_{exp}")
+                      [m.path, "--fold", ",".join(map(str, todo)), *paths, f"exp={exp}", *m.overrides], TrainSummary,
+                      f"train_{exp}")
             if t.folds != todo:
                 raise StageError(f"kk train {m.path}: trained folds {t.folds}, asked for {todo}")
-        r.run(f"predict {fam} oof+test", "predict", [m.path, "--split", "oof,test", *paths, f"exp={exp}"],
+        r.run(f"predict {fam} oof+test", "predict", [m.path, "--split", "oof,test", *paths, f"exp={exp}", *m.overrides],
               PredictSummary, f"predict_{exp}")
         out.append(MemberResult(exp, fam, m.config, todo, reused))
     save_result(ctx.work, "members", out)
