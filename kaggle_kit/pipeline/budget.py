@@ -90,14 +90,13 @@ def calibrate_member(ctx, r, member, cfg: dict, exp: str) -> Calibration:
         unit, steps_s = "iter", float(sum(timing["iter_seconds"]))
     t1 = time.time()
     ov = [o for o in _train_overrides(cfg, n_steps) if o.startswith("data.")]
-    from kaggle_kit.pipeline.results import PredictSummary
-
-    ps = r.run(f"calibrate {exp} (predict)", "predict",
-               [member.path, "--split", "oof", "--fold", "0", *paths, f"exp={cal_exp}", *member.overrides, *ov],
-               PredictSummary,
-               f"calibrate_predict_{exp}")
+    summary = ctx.tool_dir / f"calibrate_predict_{exp}.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    r.run(f"calibrate {exp} (predict)", "predict",
+          [member.path, "--split", "oof", "--fold", "0", *paths, f"exp={cal_exp}", *member.overrides, *ov,
+           "--summary-json", summary])
     pred_wall = time.time() - t1
-    maps_s = float(ps.oof.get("seconds", pred_wall))
+    maps_s = float(json.loads(summary.read_text())["oof"]["seconds"])  # an OOF-only summary: no 'test' key
     c = Cache(ctx.cache)
     n0 = sum(int(c.image("train", cd, mmap=True).shape[0]) for cd in fold_case_days(c, 0, "val"))
     return Calibration(exp, fam, unit, per_unit, units_per_epoch, max(train_s - steps_s, 0.0),
