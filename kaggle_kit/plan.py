@@ -57,7 +57,8 @@ class MemberCost:
     share: float  # its part of the training time, relative to the other members' shares
     sec_per_iter: float  # one training iteration at the real batch and canvas, after warm-up
     iters_per_epoch: int  # iterations of one epoch of a fold's training set
-    fold_overhead_s: float = 0.0  # per fold besides its iterations: start-up, validation, export, predict
+    fold_overhead_s: float = 0.0  # per fold's training process besides its iterations: start-up, validation, export
+    maps_s: float = 0.0  # once, if the member stays: its OOF and test maps (not part of a fold's measured seconds)
     min_epochs: float = 1.0  # below this the member is not worth training: dropped whole
     max_epochs: float | None = None  # never more than this (the config's epochs); None: no cap
     needs: tuple[str, ...] = ()  # members it cannot run without (a crop member: its detector)
@@ -79,10 +80,11 @@ class MemberPlan:
     epochs: list[float]
     seconds: list[float]  # projected per fold (done folds: measured)
     done: list[bool]
+    maps_s: float = 0.0  # its maps, after its folds
 
     @property
     def total_s(self) -> float:
-        return float(sum(self.seconds))
+        return float(sum(self.seconds)) + self.maps_s
 
 
 @dataclasses.dataclass
@@ -97,6 +99,7 @@ class Plan:
     def total_s(self) -> float:
         """Projected wall time of the whole job: spent + every member's folds not yet spent + fixed stages."""
         todo = sum(s for m in self.members for s, d in zip(m.seconds, m.done) if not d)
+        todo += sum(m.maps_s for m in self.members)
         return self.spent_s + todo + sum(self.fixed.values())
 
     def to_json(self) -> dict:
@@ -139,7 +142,8 @@ def make_plan(budget_s: float, costs: list[MemberCost], n_folds: int, fixed: dic
         left_folds = {c.name: n_folds - len(done_of[c.name]) for c in alive}
         rate = {c.name: _rate(c, done_of[c.name]) for c in alive}
         min_it = {c.name: math.ceil(c.min_epochs * c.iters_per_epoch) for c in alive}
-        avail = budget_s - spent_s - sum(fixed.values()) - sum(c.fold_overhead_s * left_folds[c.name] for c in alive)
+        avail = budget_s - spent_s - sum(fixed.values()) - sum(c.fold_overhead_s * left_folds[c.name] + c.maps_s
+                                                                for c in alive)
         avail -= sum(min_it[n] * rate[n] * left_folds[n] for n in pinned)
         iters = _water_fill([c for c in alive if c.name not in pinned], left_folds, rate, max(avail, 0.0))
         iters.update({n: min_it[n] for n in pinned})
@@ -159,7 +163,7 @@ def make_plan(budget_s: float, costs: list[MemberCost], n_folds: int, fixed: dic
         fresh = [c for c in free if not done_of[c.name]]
         # the member whose minimum costs the most beyond what the plan gives it (overhead included) goes first
         deficit = {c.name: ((min_it[c.name] - iters[c.name]) * rate[c.name] + c.fold_overhead_s) * left_folds[c.name]
-                   for c in free}
+                   + c.maps_s for c in free}
         worst = max(fresh or free, key=lambda c: (deficit[c.name], -c.share))
         why = (f"its share buys {iters[worst.name]} iterations per fold, under its minimum of {worst.min_epochs:g} "
                f"epochs ({min_it[worst.name]} iterations)")
@@ -175,7 +179,7 @@ def make_plan(budget_s: float, costs: list[MemberCost], n_folds: int, fixed: dic
         its = [d.iters for d in ds] + it_todo
         secs = [d.seconds for d in ds] + [n * rate[c.name] + c.fold_overhead_s for n in it_todo]
         plans.append(MemberPlan(c.name, its, [n / c.iters_per_epoch for n in its], secs,
-                                [True] * len(ds) + [False] * len(it_todo)))
+                                [True] * len(ds) + [False] * len(it_todo), c.maps_s))
     return Plan(budget_s, spent_s, fixed, plans, dropped)
 
 

@@ -177,3 +177,17 @@ def test_preset_budget_keys_are_read_and_checked(tmp_path):
     p.write_text(base + "    share: 2\n    min_epochs: 0.5\n    max_epochs: 8\n")
     m = load_preset(p).members[0]
     assert (m.share, m.min_epochs, m.max_epochs) == (2.0, 0.5, 8.0)
+
+
+def test_maps_cost_is_kept_apart_from_the_measured_fold_rate():
+    """A fold's measured seconds hold its training process only; the member's maps come once, after its folds.
+    A fold that ran exactly as calibrated must leave the next folds' length unchanged (had the maps been
+    counted as per-fold overhead, the rate measured from the fold would come out too fast and the rest too long)."""
+    c = MemberCost("m", 1.0, sec_per_iter=0.5, iters_per_epoch=10, fold_overhead_s=10.0, maps_s=120.0)
+    plan = make_plan(1200, [c], n_folds=3, fixed={"tune": 30.0})
+    n = plan.members[0].iters[0]
+    assert n == int((1200 - 30 - 3 * 10 - 120) / 3 / 0.5)
+    assert plan.total_s <= 1200 and plan.members[0].maps_s == 120.0
+    ran = FoldDone("m", 0, n, n * 0.5 + 10.0)  # exactly as calibrated
+    again = make_plan(1200, [c], n_folds=3, fixed={"tune": 30.0}, spent_s=ran.seconds, done=[ran])
+    assert again.members[0].iters == [n, n, n]

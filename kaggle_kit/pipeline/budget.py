@@ -118,8 +118,9 @@ def _yolo_epoch_seconds(wd: Path) -> float:
 def member_costs(cals: list[Calibration], members: list, n_folds: int, n_train: int, n_test: int,
                  cfgs: list[dict] | None = None) -> list[MemberCost]:
     """:class:`MemberCost` of each calibrated member: its share, minimum and cap from the preset (in epochs),
-    and each fold's overhead plus its share of the member's maps (OOF: a fold's validation slices; test: every
-    slice, once per fold model)."""
+    each fold's training-process overhead (what a fold's measured seconds hold besides its steps) and, apart, the
+    member's maps (OOF: every training slice once; test: every slice once per fold model), written after its
+    folds: kept out of the per-fold overhead, or the rate measured from a fold would come out too fast."""
     out = []
     for i, (cal, m) in enumerate(zip(cals, members)):
         data = ((cfgs or [{}] * len(cals))[i].get("data") or {})
@@ -127,7 +128,7 @@ def member_costs(cals: list[Calibration], members: list, n_folds: int, n_train: 
         maps_per_fold = cal.map_s_per_slice * (n_train / n_folds + n_test)
         cap = getattr(m, "max_epochs", None)
         out.append(MemberCost(cal.exp, float(getattr(m, "share", 1.0)), cal.sec_per_unit, cal.units_per_epoch,
-                              fold_overhead_s=cal.fold_overhead_s + maps_per_fold,
+                              fold_overhead_s=cal.fold_overhead_s, maps_s=maps_per_fold * n_folds,
                               min_epochs=float(getattr(m, "min_epochs", 1.0)),
                               max_epochs=None if cap is None else float(cap), needs=needs))
     return out
