@@ -7,20 +7,26 @@ from kaggle_kit.post.kernels._base import jit, check_stack
 
 # ----------------------------------------------------------------------------------------------- fusion
 @jit
+def _fuse_row(stack, w, d, c, y, row):
+    """row[:] = sum over members of w[m, c] * stack[m, d, c, y], accumulated in float32 in member order (the one
+    summation every fusion kernel shares, so they agree bit for bit with each other and with fuse_numpy)."""
+    row[:] = 0
+    for m in range(stack.shape[0]):
+        wm = w[m, c]
+        if wm == 0:
+            continue
+        src = stack[m, d, c, y]
+        for x in range(row.shape[0]):
+            row[x] += wm * np.float32(src[x])
+
+
+@jit
 def _fuse(stack, w, out):
     m_, d_, c_, h_, w_ = stack.shape
     for d in range(d_):
         for c in range(c_):
             for y in range(h_):
-                row = out[d, c, y]
-                row[:] = 0
-                for m in range(m_):
-                    wm = w[m, c]
-                    if wm == 0:
-                        continue
-                    src = stack[m, d, c, y]
-                    for x in range(w_):
-                        row[x] += wm * np.float32(src[x])
+                _fuse_row(stack, w, d, c, y, out[d, c, y])
 
 
 def fuse(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -84,14 +90,7 @@ def _fuse_threshold(stack, w, thr, bits, counts):
             b = np.uint8(1 << c)
             n = 0
             for y in range(h_):
-                row[:] = 0
-                for m in range(m_):
-                    wm = w[m, c]
-                    if wm == 0:
-                        continue
-                    src = stack[m, d, c, y]
-                    for x in range(w_):
-                        row[x] += wm * np.float32(src[x])
+                _fuse_row(stack, w, d, c, y, row)
                 out = bits[d, y]
                 for x in range(w_):  # branch-free: vectorises
                     v = np.uint8(row[x] > t)
@@ -121,14 +120,7 @@ def _fuse_plane_max(stack, w, out):
         for c in range(c_):
             best = np.float32(0.0)  # fused values are >= 0 (weights and maps are)
             for y in range(h_):
-                row[:] = 0
-                for m in range(m_):
-                    wm = w[m, c]
-                    if wm == 0:
-                        continue
-                    src = stack[m, d, c, y]
-                    for x in range(w_):
-                        row[x] += wm * np.float32(src[x])
+                _fuse_row(stack, w, d, c, y, row)
                 for x in range(w_):
                     if row[x] > best:
                         best = row[x]
