@@ -29,6 +29,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	# multi-GB download.
 	$(BIN)/pip install -q -c constraints.txt torch torchvision
 	$(BIN)/pip install -q -c constraints.txt -e '.[all,dev]'
+	# the metric kernels compiled into numba's on-disk cache now (~10 s), not in the first kk score
+	$(BIN)/python -m kaggle_kit score --warmup
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,6 +2,7 @@
 
     kk score --truth TRUTH.csv --pred SUB.csv --data-root ROOT [--split test]
         [--metric 3d] [--plots DIR] [--worst 10] [--only-pred-case-days] [--summary-json PATH]
+    kk score --warmup
 
 Prints a table per class and the worst case-days, and as its LAST line one JSON object: score, dice,
 hausdorff (mean normalised distance), metric, counts, per_class {class: dice, hausdorff, score, iou,
@@ -14,11 +15,17 @@ rows, ids without an image, an RLE that does not fit its slice, a truth file tha
 the truth rows, each decoded with its truth row's size (from image_height/image_width columns of
 MLE-bench's answers file, else from the images under --data-root), runs past the image end cut, classes
 ORed per case-day, column-major decoding; an RLE the grader rejects exits 2 naming the line.
+
+``--warmup`` scores nothing: it compiles every metric kernel once on tiny inputs, with the argument types
+the real runs pass, into numba's on-disk cache (next to the package, or ``NUMBA_CACHE_DIR``), so the first
+real run loads them instead of compiling them (seconds). ``make install`` runs it; after an edit of the
+kernels' source the cache is stale and the next run (or ``--warmup``) compiles again.
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 from kaggle_kit.cli import run
 from kaggle_kit.commands._common import Parser
@@ -31,14 +38,15 @@ from kaggle_kit.metric.score_csv import (
     report_tables,
     score_files,
     score_files_mlebench,
+    warm_kernels,
     write_plots,
 )
 
 
 def main(argv=None) -> int:
     ap = Parser(__doc__)
-    ap.add_argument("--truth", required=True, help="truth CSV: id,class,segmentation (train.csv form)")
-    ap.add_argument("--pred", required=True, help="prediction CSV: id,class,predicted (or segmentation)")
+    ap.add_argument("--truth", help="truth CSV: id,class,segmentation (train.csv form) (required unless --warmup)")
+    ap.add_argument("--pred", help="prediction CSV: id,class,predicted (or segmentation) (required unless --warmup)")
     ap.add_argument("--data-root", default=None,
                     help="competition folder (geometry from its images); required unless --metric mlebench "
                          "with a truth file holding image_height/image_width")
@@ -48,8 +56,22 @@ def main(argv=None) -> int:
     ap.add_argument("--worst", type=int, default=10, help="case-days listed in the table")
     ap.add_argument("--only-pred-case-days", action="store_true",
                     help="score only the case-days present in --pred (e.g. one fold's OOF against train.csv)")
+    ap.add_argument("--warmup", action="store_true",
+                    help="score nothing: compile every metric kernel into numba's on-disk cache (make install "
+                         "runs it)")
     ap.summary_json()
     a = ap.parse_args(argv)
+    if a.warmup:
+        t0 = time.perf_counter()
+        held = warm_kernels()
+        line = json.dumps({"warmed": {k: len(v) for k, v in held.items()},
+                           "seconds": round(time.perf_counter() - t0, 3)})
+        print(line)
+        _write_summary(a, line)
+        return 0
+    missing = [f for f, v in (("--truth", a.truth), ("--pred", a.pred)) if v is None]
+    if missing:
+        ap.error(f"the following arguments are required: {', '.join(missing)}")
     try:
         cfg = MetricConfig.from_name(a.metric)
     except KeyError as e:

@@ -36,6 +36,7 @@ from kaggle_kit.metric.scorer import MetricConfig, Scorer
 __all__ = [
     "RleTable",
     "check_truth_columns",
+    "compiled_kernels",
     "read_rle_table",
     "report_json",
     "report_mlebench",
@@ -43,6 +44,7 @@ __all__ = [
     "score_files",
     "score_files_mlebench",
     "volume_from_table",
+    "warm_kernels",
     "write_plots",
 ]
 
@@ -192,8 +194,6 @@ def score_files(truth_csv, pred_csv, data_root, split: str = "train", cfg: Metri
     Returns (scorer, tables): the filled :class:`Scorer` and dict(slices=image table of the scored
     case-days, truth=RleTable, pred=RleTable) for reports and plots. Raises DataError (module docstring).
     """
-    from kaggle_kit.utils import progress
-
     slices = discover_split(data_root, split)
     if slices.empty:
         raise DataError(f"{Path(data_root) / split}: no images")
@@ -220,7 +220,11 @@ def score_files(truth_csv, pred_csv, data_root, split: str = "train", cfg: Metri
     _require_rows(pred, scored, classes)
     scorer = Scorer(cfg, n_classes=len(classes), classes=classes)
     groups = dict(tuple(scored.groupby("case_day", sort=False)))
-    it = progress(case_days, desc="score", unit="case-day", **({} if progress_bar else {"disable": True}))
+    it = case_days
+    if progress_bar and len(case_days) > 1:  # no bar (nor tqdm's import) for one case-day
+        from kaggle_kit.utils import progress
+
+        it = progress(case_days, desc="score", unit="case-day")
     for cd in it:
         g = groups[cd]
         scorer.add(cd, volume_from_table(pred, g, classes), volume_from_table(truth, g, classes))
@@ -359,6 +363,53 @@ def report_json(scorer: Scorer, worst: int = 5) -> str:
     r["worst_case_days"] = [{"case_day": cd, "score": s} for cd, s in
                             zip(table["case_day"].head(worst), table["score"].head(worst))]
     return json.dumps(_json_safe(r), sort_keys=False)
+
+
+def warm_kernels() -> dict[str, list[str]]:
+    """Compile (or load from numba's on-disk cache) every kernel a scoring run can call, with the argument
+    types the real calls pass, so that the first real run loads compiled code instead of compiling it
+    (``kk score --warmup``, run by ``make install``).
+
+    The kernels are reached through their real entry points (``Scorer.add`` of every Hausdorff variant,
+    ``grade_frames``'s one-class volumes) on tiny volumes, and the branches the data decide in a real run
+    are taken explicitly: both Hausdorff methods (runs, and the EDT a run search falls back to) with both
+    EDT buffer dtypes (int32, and int64 for large unit-cube weights), for the three-class scan of the
+    default metric (per-slice boxes strided) and the one-class scan of the grader's volumes (boxes
+    contiguous). Returns {kernel: [signature, ...]} of what this process holds compiled.
+    """
+    from kaggle_kit.metric import kernels, mlebench
+
+    # 3 slices, every class present in both, the prediction off by a little: both directed terms run
+    truth = np.zeros((3, 6, 7), np.uint8)
+    truth[0:2, 1:4, 1:4] |= 1
+    truth[1:3, 2:5, 3:6] |= 2
+    truth[:, 0:2, 5:7] |= 4
+    pred = np.roll(truth, 1, axis=2)
+    pred[2, 5, 0] |= 7
+    for name in ("3d", "3d_directed", "2d", "3d_unit_cube", "mlebench"):
+        Scorer(name).add("warmup", pred, truth)
+    for p, t, n in ((pred, truth, 3), (mlebench._as_mask(pred, "pred"), mlebench._as_mask(truth, "truth"), 1)):
+        sc = kernels.scan(p, t, n)
+        for method in ("runs", "edt"):
+            for weights in ((1, 1, 1), (1 << 26, 1 << 26, 1 << 26)):  # int32 and int64 EDT buffers
+                kernels.directed_from_scan(sc, p, t, 0, n, weights, method)
+                kernels.directed_from_scan(sc, p, t, n, 0, weights, method)
+            kernels.slices_from_scan(sc, p, t, 0, n, (1, 1), method)
+    mlebench.counts_and_any(pred, truth, 3)
+    return compiled_kernels()
+
+
+def compiled_kernels() -> dict[str, list[str]]:
+    """{kernel: [signature, ...]} of the metric kernels this process holds compiled (or loaded from the
+    cache); kernels never called are absent."""
+    from kaggle_kit.metric import kernels, mlebench
+
+    held = {}
+    for mod in (kernels, mlebench):
+        for name, obj in vars(mod).items():
+            if hasattr(obj, "signatures") and hasattr(obj, "py_func") and obj.signatures:
+                held[f"{mod.__name__.rsplit('.', 1)[-1]}.{name}"] = [str(s) for s in obj.signatures]
+    return held
 
 
 _COLORS = ("tab:orange", "tab:green", "tab:blue", "tab:purple")
