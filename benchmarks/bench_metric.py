@@ -19,11 +19,40 @@ A second table does the same for the ``mlebench`` variant (MLE-bench's grader) o
 ORed, the column-major view, ``np.argwhere`` coordinates divided by (D, H, W) and ``directed_hausdorff``
 both ways, the 10x / empty / identical rules), with the difference of the case-day Hausdorff terms and of
 the Dice means. ``--variants`` picks the tables (default: both).
+
+``--whole-tool`` times whole programs instead, one full-size case-day per ``--shapes`` geometry: it writes
+the minimal competition folder the scorer reads (``train.csv`` as the truth file and, as geometry, the
+slice file names ``train/caseN/caseN_dayM/scans/slice_SSSS_W_H_1.50_1.50.png``: empty files, the scorer
+reads only their names) and a submission CSV, then runs, each as its own process, side by side:
+
+- ``kaggle_kit``: ``python -m kaggle_kit score --truth train.csv --pred sub.csv --data-root ROOT``
+  (``--metric mlebench`` for the second variant);
+- ``scipy``: a standalone script (written next to the data) that does what public notebooks and MLE-bench's
+  grader do: start, read both CSVs with pandas, decode every RLE in numpy, Dice per row, and per class (the
+  classes ORed, column-major, coordinates in the unit cube for mlebench) ``directed_hausdorff`` both ways on
+  ``np.argwhere`` coordinates. It imports numpy, pandas and scipy, nothing of kaggle_kit.
+
+Numba's cache lives in fresh folders (``NUMBA_CACHE_DIR``): ``cold`` is kk's first run on an empty cache
+(the kernels it calls compiled: truly cold); ``warmup`` its first run on a cache filled by ``kk score
+--warmup`` (what ``make install`` runs: the first run after install); ``warm`` the median of ``--repeat``
+later runs, kk and scipy alternating. Times are wall and CPU (user + system of the child) of the whole
+process, with the scores of both programs and their difference, and the in-process ``Scorer.add`` time
+of the same volumes (what the kernels cost). Last, the start-up floor: the wall time of an interpreter
+doing nothing, importing numpy, pandas, the scipy script's imports, and numba's start (its import and the
+first cached kernel call), which bound what any whole process can reach.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -176,8 +205,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="kaggle_kit runs per volume (median reported)")
     ap.add_argument("--variants", nargs="+", choices=["3d", "mlebench"], default=["3d", "mlebench"])
+    ap.add_argument("--whole-tool", action="store_true",
+                    help="time whole processes (kk score against a standalone scipy script) on one case-day")
+    ap.add_argument("--shapes", nargs="+", default=["144x266x266"],
+                    help="--whole-tool: case-day geometries DxHxW (e.g. 144x266x266 144x310x360)")
+    ap.add_argument("--keep", default=None, help="--whole-tool: write the data here and keep it")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
+    if a.whole_tool:
+        return whole_tool(a, rng)
     for name in ("3d", "mlebench"):
         warm = Scorer(MetricConfig.from_name(name))
         t = organ_truth((16, 32, 40), rng)
@@ -250,6 +286,217 @@ def _table_mlebench(vols, repeat) -> None:
     print(f"overall per volume (mlebench): wall {tot[0] * 1e3 / n:.1f} ms vs scipy {tot[1] * 1e3 / n:.1f} ms "
           f"({tot[1] / tot[0]:.1f}x); cpu {tot[2] * 1e3 / n:.1f} ms vs {tot[3] * 1e3 / n:.1f} ms "
           f"({tot[3] / tot[2]:.1f}x); max abs difference {worst:.2e}")
+
+
+# The scipy approach as a whole program: what public notebooks and MLE-bench's grader do, from the CSVs
+# to the score. Standalone (numpy, pandas, scipy; nothing of kaggle_kit), written next to the data.
+SCIPY_TOOL = r'''
+import json, math, sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import directed_hausdorff
+
+
+def decode(rle, h, w, order):
+    m = np.zeros(h * w, np.uint8)
+    if rle:
+        s = np.asarray(rle.split(), dtype=np.int64)
+        for lo, n in zip(s[0::2] - 1, s[1::2]):
+            m[lo:lo + n] = 1
+    return m.reshape((h, w), order=order)
+
+
+def main():
+    truth_csv, pred_csv, split_dir, metric = sys.argv[1:5]
+    truth = pd.read_csv(truth_csv, keep_default_na=False)
+    pred = pd.read_csv(pred_csv, keep_default_na=False)
+    hw = {}  # id -> (height, width) from slice_SSSS_W_H_PW_PH.png
+    for f in Path(split_dir).glob("case*/case*_day*/scans/slice_*.png"):
+        parts = f.name.split("_")
+        hw[f"{f.parent.parent.name}_slice_{parts[1]}"] = (int(parts[3]), int(parts[2]))
+    if metric == "mlebench":  # rows paired by position, column-major decoding, classes ORed per case-day
+        dice, slices = [], {}
+        for id_, t_rle, p_rle in zip(truth["id"], truth["segmentation"], pred["predicted"]):
+            h, w = hw[id_]
+            t, p = decode(t_rle, h, w, "F"), decode(p_rle, h, w, "F")
+            den = int(t.sum()) + int(p.sum())
+            dice.append(2.0 * int((t & p).sum()) / den if den else np.nan)
+            pt = slices.setdefault(id_, [np.zeros((h, w), np.uint8), np.zeros((h, w), np.uint8)])
+            pt[0] |= p
+            pt[1] |= t
+        hds = []
+        for cd in dict.fromkeys(i.split("_slice_")[0] for i in sorted(slices)):
+            ids = sorted(i for i in slices if i.startswith(cd + "_slice_"))
+            P = np.stack([slices[i][0] for i in ids]).astype(bool)
+            T = np.stack([slices[i][1] for i in ids]).astype(bool)
+            n_p, n_t = int(P.sum()), int(T.sum())
+            if n_p == 0 and n_t == 0:
+                continue
+            if np.array_equal(P, T):
+                hds.append(0.0)
+            elif n_p == 0 or n_t == 0 or n_p > 10 * n_t:
+                hds.append(1.0)
+            else:
+                pc = np.argwhere(P) / np.array(T.shape, float)
+                tc = np.argwhere(T) / np.array(T.shape, float)
+                hds.append(max(directed_hausdorff(tc, pc)[0], directed_hausdorff(pc, tc)[0]) / math.sqrt(3))
+        d, hd = float(np.nanmean(dice)), float(np.mean(hds))
+    else:  # the default metric: Dice per (slice, class) row, 3D Hausdorff per (case-day, class)
+        rows = truth.merge(pred, on=["id", "class"], how="left")
+        dice, vols = [], {}
+        for id_, cls, t_rle, p_rle in zip(rows["id"], rows["class"], rows["segmentation"], rows["predicted"]):
+            h, w = hw[id_]
+            t, p = decode(t_rle, h, w, "C"), decode(p_rle, h, w, "C")
+            den = int(t.sum()) + int(p.sum())
+            if den:
+                dice.append(2.0 * int((t & p).sum()) / den)
+            cd, sl = id_.split("_slice_")
+            vols.setdefault((cd, cls), []).append((int(sl), p, t))
+        hds = []
+        for items in vols.values():
+            items.sort(key=lambda r: r[0])
+            P = np.stack([r[1] for r in items]).astype(bool)
+            T = np.stack([r[2] for r in items]).astype(bool)
+            if not T.any():
+                continue
+            if not P.any():
+                hds.append(1.0)
+                continue
+            pa, ta = np.argwhere(P), np.argwhere(T)
+            hd_ = max(directed_hausdorff(pa, ta)[0], directed_hausdorff(ta, pa)[0])
+            hds.append(hd_ / math.sqrt(sum(n * n for n in T.shape)))
+        d = float(np.mean(dice)) if dice else 1.0
+        hd = float(np.mean(hds)) if hds else 0.0
+    print(json.dumps({"score": 0.4 * d + 0.6 * (1.0 - hd), "dice": d, "hausdorff": hd}))
+
+
+main()
+'''
+
+
+def write_case_day(root: Path, truth: np.ndarray, pred: np.ndarray, case: int = 101, day: int = 20):
+    """The minimal competition folder ``kk score`` reads: root/train.csv (the truth, train.csv form),
+    root/train/caseN/caseN_dayM/scans/slice_*.png (empty files: only the names, which carry the geometry,
+    are read) and root/submission.csv. Returns (truth_csv, pred_csv)."""
+    from kaggle_kit.data.raw import CLASSES
+    from kaggle_kit.data.rle import rle_encode
+
+    d, h, w = truth.shape
+    scans = root / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
+    scans.mkdir(parents=True, exist_ok=True)
+    t_rows, p_rows = ["id,class,segmentation"], ["id,class,predicted"]
+    for z in range(d):
+        (scans / f"slice_{z + 1:04d}_{w}_{h}_1.50_1.50.png").touch()
+        id_ = f"case{case}_day{day}_slice_{z + 1:04d}"
+        for c, cls in enumerate(CLASSES):
+            t_rows.append(f"{id_},{cls},{rle_encode((truth[z] >> c) & 1)}")
+            p_rows.append(f"{id_},{cls},{rle_encode((pred[z] >> c) & 1)}")
+    truth_csv, pred_csv = root / "train.csv", root / "submission.csv"
+    truth_csv.write_text("\n".join(t_rows) + "\n")
+    pred_csv.write_text("\n".join(p_rows) + "\n")
+    return truth_csv, pred_csv
+
+
+def _run(cmd, env) -> tuple[float, float, dict]:
+    """Run one whole program: (wall s, CPU s of the child: user + system, its last stdout line as JSON)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall, cpu, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def whole_tool(a, rng) -> int:
+    base = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench_metric_whole_"))
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        script = base / "scipy_score.py"
+        script.write_text(SCIPY_TOOL)
+        warmed = base / "numba_cache_warmed"  # kk score --warmup once; each row starts from a copy
+        warmed.mkdir(exist_ok=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "kaggle_kit", "score", "--warmup"], check=True, capture_output=True,
+                       env=dict(os.environ, NUMBA_CACHE_DIR=str(warmed)))
+        print(f"kk score --warmup (what make install runs) on an empty cache: {time.perf_counter() - t0:.1f} s")
+        print(f"whole tool: one case-day per geometry, each program a fresh process; warm = median of "
+              f"{a.repeat} runs (kk and scipy alternating); cpu = user + system of the child; kernels = "
+              "Scorer.add of the same volumes in this process (median of 3)")
+        print(f"{'shape':>12} {'metric':>8} {'run':>6} | {'wall s: kk':>10} {'scipy':>7} {'ratio':>6} | "
+              f"{'cpu s: kk':>9} {'scipy':>7} {'ratio':>6} | {'score kk':>10} {'|dscore|':>8} | {'kernels s':>9}")
+        for spec in a.shapes:
+            shape = tuple(int(x) for x in spec.lower().split("x"))
+            truth = organ_truth(shape, rng)
+            pred = slightly_wrong(truth, rng)
+            root = base / spec
+            truth_csv, pred_csv = write_case_day(root, truth, pred)
+            for metric in a.variants:
+                Scorer(metric).add("warm", pred, truth)  # this process's compilation is not timed
+                kern = float(np.median([_timed(Scorer(metric).add, "x", pred, truth)[1] for _ in range(3)]))
+                _whole_rows(spec, metric, root, truth_csv, pred_csv, script, base, warmed, a.repeat, kern)
+        _floor(script, a.repeat)
+    finally:
+        if not a.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+def _whole_rows(spec, metric, root, truth_csv, pred_csv, script, base, warmed, repeat, kern) -> None:
+    kk = [sys.executable, "-m", "kaggle_kit", "score", "--truth", str(truth_csv), "--pred", str(pred_csv),
+          "--data-root", str(root)] + (["--metric", "mlebench"] if metric == "mlebench" else [])
+    sp = [sys.executable, str(script), str(truth_csv), str(pred_csv), str(root / "train"), metric]
+    env = dict(os.environ, KAGGLE_KIT_NO_PROGRESS="1")
+
+    def fresh_cache(tag):
+        d = base / f"numba_cache_{spec}_{metric}_{tag}"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        return dict(env, NUMBA_CACHE_DIR=str(d))
+
+    rows = []
+    cold_env = fresh_cache("cold")
+    rows.append(("cold", _run(kk, cold_env), _run(sp, cold_env)))  # scipy: its first run
+    warm_dir = base / f"numba_cache_{spec}_{metric}_warmup"
+    shutil.rmtree(warm_dir, ignore_errors=True)
+    shutil.copytree(warmed, warm_dir)
+    warm_env = dict(env, NUMBA_CACHE_DIR=str(warm_dir))
+    rows.append(("warmup", _run(kk, warm_env), _run(sp, warm_env)))
+    runs = [(_run(kk, cold_env), _run(sp, cold_env)) for _ in range(repeat)]  # alternating, same load
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    k_w, k_c = med([r[0][0] for r in runs]), med([r[0][1] for r in runs])
+    s_w, s_c = med([r[1][0] for r in runs]), med([r[1][1] for r in runs])
+    rows.append(("warm", (k_w, k_c, runs[-1][0][2]), (s_w, s_c, runs[-1][1][2])))
+    for tag, (kw, kc, kj), (sw, sc, sj) in rows:
+        ds = abs(kj["score"] - sj["score"])
+        print(f"{spec:>12} {metric:>8} {tag:>6} | {kw:>10.3f} {sw:>7.3f} {sw / kw:>6.1f} | "
+              f"{kc:>9.3f} {sc:>7.3f} {sc / kc:>6.1f} | {kj['score']:>10.6f} {ds:>8.1e} | {kern:>9.4f}")
+
+
+def _floor(script, repeat) -> None:
+    """What any process pays before scoring: interpreter, imports, numba's start (median wall of runs)."""
+    steps = [
+        ("python -c pass", "pass"),
+        ("import numpy", "import numpy"),
+        ("import numpy, pandas", "import numpy, pandas"),
+        ("the scipy script's imports", "import numpy, pandas; from scipy.spatial.distance import directed_hausdorff"),
+        ("import kaggle_kit.metric.scorer (numba)", "import kaggle_kit.metric.scorer"),
+        ("... + one cached kernel call (numba's start)",
+         "import numpy as np; from kaggle_kit.metric import kernels as k; "
+         "k.scan(np.zeros((2, 3, 4), np.uint8), np.ones((2, 3, 4), np.uint8), 3)"),
+    ]
+    print("start-up floor (wall s, median of runs):")
+    for label, code in steps:
+        walls = []
+        for _ in range(max(repeat, 3)):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            walls.append(time.perf_counter() - t0)
+        print(f"  {label:<48} {np.median(walls):.3f}")
 
 
 if __name__ == "__main__":
