@@ -208,7 +208,7 @@ def main(argv=None) -> int:
         cpu = os.times()
         cpu_s = cpu.user + cpu.system - cpu0.user - cpu0.system
         voxels = sum(int(np.prod(cd.shape)) for cd in data.case_days)
-        crop = sum(cr.truth.size for cd in data.case_days for cr in cd.crops if cr is not None)
+        crop = sum(cr.size for cd in data.case_days for cr in cd.crops if cr is not None)
         s = res["summary"]
         if a.report:
             from kaggle_kit.tune.report import write_report, write_tuned_yaml

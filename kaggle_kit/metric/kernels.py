@@ -98,6 +98,16 @@ def _scan(p8, t8, p64, t64, d, h, w, n_classes, cap):
         for y in range(h):
             r = z * h + y
             base = r * w
+            # a row empty in both volumes (most rows): one read of the words that cover it, nothing to do
+            seen = np.uint64(0)
+            wp = p64[base >> 3:min((base + w + 7) >> 3, n64 >> 3)]  # slices indexed from 0 vectorise
+            wt = t64[base >> 3:min((base + w + 7) >> 3, n64 >> 3)]
+            for j in range(wp.shape[0]):
+                seen |= wp[j] | wt[j]
+            for x in range(max(base, n64), base + w):  # the bytes after the last whole word
+                seen |= np.uint64(p8[x] | t8[x])
+            if (seen & wmask) == 0:
+                continue
             i = base
             end = min(base + w, n64)  # the whole words of the row's span; bytes after n64 below
             prev = 0  # lists (bits) open before voxel i: pred bits, then truth bits << n

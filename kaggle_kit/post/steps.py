@@ -228,6 +228,9 @@ class Step:
     that can (a dilation, a hole filling across the box) declares ``crop_safe=False`` and the tuner then
     evaluates every class on the whole volume (exact, slower). peak(v): for one class's canonical values,
     whether the step reads ``Context.peak`` (None: never; the caller computes it only when some step does).
+    removes_only: the step only clears voxels, never sets one, so a step that leaves every plane's count
+    unchanged left the mask unchanged (the tuner then re-uses the statistics of the key with the step off;
+    ``tests/post/test_steps.py`` checks each declared step on random masks and values).
     """
 
     name: str
@@ -241,6 +244,7 @@ class Step:
     canon: Callable | None = None
     crop_safe: bool = True
     peak: Callable | None = None
+    removes_only: bool = False
 
     @property
     def needs_classifier(self) -> bool:
@@ -361,17 +365,19 @@ FUSION = Fusion("fuse_threshold", "thresholds", (THRESHOLD,), K.fuse_threshold, 
 STEPS: tuple = (
     FUSION,
     Step("gate", "gating", (GATE_PROB, GATE_MIN_PIXELS), K.gate, K.gate_numpy, _gate,
-         classifier=lambda v: v["gate_prob"] > 0),
+         classifier=lambda v: v["gate_prob"] > 0, removes_only=True),
     Step("truncate", "truncation", (TAIL_MARGIN, TAIL_PROB, FIRST_K, LAST_K), K.truncate, K.truncate_numpy,
-         _truncate, classifier=lambda v: v["tail_margin"] is not None, canon=_canon_tail),
+         _truncate, classifier=lambda v: v["tail_margin"] is not None, canon=_canon_tail, removes_only=True),
     Step("presence", "presence per volume", (PRESENCE_PROB, PRESENCE_CLS_PROB), K.truncate, K.truncate_numpy,
-         _presence, classifier=lambda v: v["presence_cls_prob"] > 0, peak=lambda v: v["presence_prob"] > 0),
+         _presence, classifier=lambda v: v["presence_cls_prob"] > 0, peak=lambda v: v["presence_prob"] > 0,
+         removes_only=True),
     Step("min_area_2d", "min area 2D", (MIN_AREA_2D,), K.remove_small_2d, K.remove_small_2d_numpy,
-         _components("min_area_2d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY)),
+         _components("min_area_2d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY), removes_only=True),
     Step("min_volume_3d", "min volume 3D", (MIN_VOLUME_3D,), K.remove_small_3d, K.remove_small_3d_numpy,
-         _components("min_volume_3d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY)),
+         _components("min_volume_3d", np.int64, guarded=True), reads=(CONNECTIVITY, NEVER_EMPTY), removes_only=True),
     Step("min_relative_volume_3d", "relative 3D components", (MIN_RELATIVE_VOLUME_3D,), K.remove_relative_3d,
-         K.remove_relative_3d_numpy, _components("min_relative_volume_3d", np.float64), reads=(CONNECTIVITY,)),
+         K.remove_relative_3d_numpy, _components("min_relative_volume_3d", np.float64), reads=(CONNECTIVITY,),
+         removes_only=True),
     Step("z_smoothing", "z-smoothing", (Z_SMOOTHING,), K.z_smooth, K.z_smooth_numpy, _z_smooth),
 )
 

@@ -40,6 +40,7 @@ from kaggle_kit.data.raw import CLASSES
 from kaggle_kit.metric.kernels import scan
 from kaggle_kit.metric.scorer import MetricConfig, Scorer, class_stats
 from kaggle_kit.post import kernels as K
+from kaggle_kit.post.kernels import sparse as S
 from kaggle_kit.post.postprocess import fuse_classifier
 from kaggle_kit.post.steps import CLASSIFIER, STEPS, Context
 from kaggle_kit.tune.space import class_values
@@ -74,13 +75,35 @@ def class_key(cp, gp) -> tuple:
 # ------------------------------------------------------------------------------------------- data
 @dataclass
 class _Crop:
-    """One (case-day, class): the box that can ever be positive, with the members' maps and the truth."""
+    """One (case-day, class): the box that can ever be positive, kept compact (:mod:`kaggle_kit.post.kernels.
+    sparse`): the flat indices of its active voxels (some member reaches the floor), the members' values
+    there, and the truth bit-packed."""
 
     z0: int
     y0: int
     x0: int
-    pix: np.ndarray  # uint8 (M, dz, 1, dy, dx)
-    truth: np.ndarray  # uint8 (dz, dy, dx), 0/1
+    shape: tuple[int, int, int]  # (dz, dy, dx) of the box
+    idx: np.ndarray  # int32/int64 (n,): active voxels, flat in the box, sorted
+    vals: np.ndarray  # uint8 (M, n): the members' values at them
+    truth_bits: np.ndarray  # uint8: np.packbits of the box's truth (0/1), flat
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.idx.nbytes + self.vals.nbytes + self.truth_bits.nbytes
+
+    def truth(self) -> np.ndarray:
+        """uint8 (dz, dy, dx), 0/1."""
+        return np.unpackbits(self.truth_bits, count=self.size).reshape(self.shape)
+
+    def pix(self) -> np.ndarray:
+        """uint8 (M, dz, 1, dy, dx): the members' maps on the box, 0 off the active voxels (tests, reports)."""
+        out = np.zeros((self.vals.shape[0], self.size), np.uint8)
+        out[:, self.idx] = self.vals
+        return out.reshape((-1, self.shape[0], 1) + self.shape[1:])
 
 
 @dataclass
@@ -108,7 +131,7 @@ class OOFData:
         return np.array([cd.fold for cd in self.case_days])
 
     def nbytes(self) -> int:
-        return sum(cr.pix.nbytes + cr.truth.nbytes for cd in self.case_days for cr in cd.crops if cr is not None)
+        return sum(cr.nbytes for cd in self.case_days for cr in cd.crops if cr is not None)
 
     @classmethod
     def from_arrays(cls, items, pixel, classifier=(), floor_thr: float = 0.5, classes=CLASSES) -> OOFData:
@@ -137,24 +160,23 @@ def _case_day(name, fold, truth, pix, clf, lo: int, n_classes: int) -> _CaseDay:
 
 def _crops(pix: np.ndarray, truth: np.ndarray, lo: int, n_classes: int) -> list:
     d = truth.shape[0]
+    truth = np.ascontiguousarray(truth, np.uint8)
     out = []
-    if whole_volumes():
-        for c in range(n_classes):
-            out.append(_Crop(0, 0, 0, np.ascontiguousarray(pix[:, :, c:c + 1]),
-                             np.ascontiguousarray((truth >> c) & 1, dtype=np.uint8)))
-        return out
+    whole = whole_volumes()
     for c in range(n_classes):
-        on = (pix[:, :, c] >= lo).any(0) | ((truth >> c) & 1).astype(bool)
-        zs = np.flatnonzero(on.any((1, 2)))
-        if not zs.size:
-            out.append(None)
-            continue
-        ys, xs = np.flatnonzero(on.any((0, 2))), np.flatnonzero(on.any((0, 1)))
-        z0, z1 = max(int(zs[0]) - 1, 0), min(int(zs[-1]) + 2, d)  # one slice of context for z smoothing
-        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-        crop_pix = np.ascontiguousarray(pix[:, z0:z1, c:c + 1, y0:y1, x0:x1])
-        crop_truth = np.ascontiguousarray((truth[z0:z1, y0:y1, x0:x1] >> c) & 1, dtype=np.uint8)
-        out.append(_Crop(z0, y0, x0, crop_pix, crop_truth))
+        if whole:  # every voxel kept: a step may set voxels anywhere, and read the peak of any plane
+            box, floor = (0, d) + (0, truth.shape[1], 0, truth.shape[2]), 0
+        else:
+            box, floor = S.active_box(pix, c, lo, truth), lo
+            if box is None:
+                out.append(None)
+                continue
+            z0, z1, y0, y1, x0, x1 = box
+            box = (max(z0 - 1, 0), min(z1 + 1, d), y0, y1, x0, x1)  # one slice of context for z smoothing
+        z0, z1, y0, y1, x0, x1 = box
+        idx, vals = S.active_voxels(pix, c, floor, box)
+        t = (truth[z0:z1, y0:y1, x0:x1] >> c) & 1
+        out.append(_Crop(z0, y0, x0, t.shape, idx, vals, np.packbits(t.reshape(-1))))
     return out
 
 
@@ -211,9 +233,9 @@ def probability_ceilings(data: OOFData) -> list[dict]:
         for c, crop in enumerate(cd.crops):
             if crop is None:  # nothing reaches the floor there and the truth is empty: no row to add to
                 continue
-            n_true = int(crop.truth.sum())
+            n_true = int(np.unpackbits(crop.truth_bits).sum())  # the pad bits are 0
             for m in range(len(data.pixel)):
-                top = int(crop.pix[m].max()) if crop.pix[m].size else 0
+                top = int(crop.vals[m].max()) if crop.vals.shape[1] else 0  # the box's max where it reaches lo
                 a = acc.setdefault((m, cd.fold, c), [0, 0])
                 a[0], a[1] = max(a[0], top), a[1] + n_true
     rows = []
@@ -258,18 +280,18 @@ def total_score(sums: np.ndarray, cfg: MetricConfig) -> float:
 class _Pass:
     """Evaluate a batch of class keys on every case-day: per (case-day, class), shared pipeline prefixes."""
 
-    def __init__(self, data: OOFData, metric: MetricConfig):
-        self.data, self.metric = data, metric
+    def __init__(self, data: OOFData, metric: MetricConfig, memo: dict | None = None):
+        self.data, self.metric, self.memo = data, metric, {} if memo is None else memo
         self.local = threading.local()
 
-    def case_day(self, cd: _CaseDay, by_class: dict) -> dict:
+    def case_day(self, cd: _CaseDay, by_class: dict, index: int = -1) -> dict:
         work = getattr(self.local, "work", None)
         if work is None:
             work = self.local.work = {}
         out = {}
         cls_cache: dict = {}
         for c, keys in by_class.items():
-            stats = self._class(cd, c, keys, work, cls_cache)
+            stats = self._class(cd, c, keys, work, cls_cache, index)
             for k, s in zip(keys, stats):
                 out[(c,) + k] = s
         return out
@@ -284,7 +306,15 @@ class _Pass:
                                          (window,))
         return cache[key]
 
-    def _class(self, cd: _CaseDay, c: int, keys: list, work: dict, cls_cache: dict) -> list:
+    def _known(self, c: int, key: tuple, done: dict, index: int):
+        """Statistics already computed for ``key`` on this (case-day, class): in this pass or an earlier one."""
+        st = done.get(key)
+        if st is None and index >= 0:
+            row = self.memo.get((c,) + key)
+            st = None if row is None else row[index]
+        return st
+
+    def _class(self, cd: _CaseDay, c: int, keys: list, work: dict, cls_cache: dict, index: int = -1) -> list:
         crop = cd.crops[c]
         if crop is None:  # no candidate pixel and no truth: both-empty rows only
             empty = np.zeros((1, 1, 1), np.uint8)
@@ -297,59 +327,89 @@ class _Pass:
         for k in keys:
             for n in LEVELS:
                 remaining[k[:n]] = remaining.get(k[:n], 0) + 1
+        truth = crop.truth()
         cache: dict = {}
         peaks: dict = {}  # normalised weights -> the crop's plane maxima of the fused map (dz, 1)
         scored: list = []  # (counts, bits, stats) of final masks already scored
         stats = [None] * len(keys)
+        done: dict = {}  # key -> statistics computed in this pass, also under its effective key
         for i in order:
             k = keys[i]
-            level, state = -1, None
-            for j in range(len(LEVELS) - 1, -1, -1):
-                if k[:LEVELS[j]] in cache:
-                    level, state = j, cache[k[:LEVELS[j]]]
-                    break
-            bits = counts = fused = None
-            if level == 0:
-                fused = state
-            elif level > 0:
-                bits, counts = state[0].copy(), state[1].copy()
-            weights = np.asarray(k[0], np.float32)[:, None]
-            for j in range(level + 1, len(LEVELS)):
-                if j == 0:
-                    if remaining[k[:1]] > 1:  # a sweep shares this fusion: keep the float map
-                        fused = _FUSION.fuse(crop.pix, weights)
-                        cache[k[:1]] = fused
-                    continue
-                if j == 1:
-                    v = {"threshold": (k[1],)}
-                    bits, counts = (_FUSION.threshold(fused, v) if fused is not None
-                                    else _FUSION.apply(crop.pix, weights, v))
-                elif k[j] is not None:
-                    step, kv = _STEPS[j - 2], dict(k[j])
-                    cls_key = kv.get(CLASSIFIER)
-                    peak = None
-                    if step.peak is not None and step.peak(kv):  # the key holds the step's own numbers
-                        if k[0] not in peaks:
-                            peaks[k[0]] = K.fuse_plane_max(crop.pix, weights)
-                        peak = peaks[k[0]]
-                    ctx = Context(cd.shape[0], crop.z0, None if cls_key is None else self._cls(cd, c, cls_key, cls_cache),
-                                  peak)
-                    step.apply_key(bits, counts, k[j], ctx)
-                if remaining[k[:LEVELS[j]]] > 1:
-                    cache[k[:LEVELS[j]]] = (bits.copy(), counts.copy())
+            ek = k  # k with every removal-only step that changed nothing here switched off
+            st = done.get(k)
+            if st is None:
+                st, ek = self._run_key(cd, c, k, crop, truth, cache, remaining, peaks, cls_cache, done, index,
+                                       scored, work)
+            stats[i] = done[k] = done[ek] = st
             for n in LEVELS:
                 remaining[k[:n]] -= 1
                 if not remaining[k[:n]]:
                     cache.pop(k[:n], None)
-            for cnt, b, st in scored:
-                if np.array_equal(cnt, counts) and np.array_equal(b, bits):
-                    stats[i] = st
-                    break
-            else:
-                stats[i] = class_stats(scan(bits, crop.truth, 1), bits, crop.truth, 0, self.metric, work, cd.shape)
-                scored.insert(0, (counts, bits, stats[i]))
-                del scored[4:]
         return stats
+
+    def _run_key(self, cd, c, k, crop, truth, cache, remaining, peaks, cls_cache, done, index, scored, work):
+        """The statistics of key ``k`` on one (case-day, class), from the deepest cached prefix; returns them and
+        the effective key (k with the removal-only steps that removed nothing here switched off)."""
+        ek = k
+        level, state = -1, None
+        for j in range(len(LEVELS) - 1, -1, -1):
+            if k[:LEVELS[j]] in cache:
+                level, state = j, cache[k[:LEVELS[j]]]
+                break
+        bits = counts = fused = snap = None  # snap: a cached copy equal to bits (None once bits change)
+        if level == 0:
+            fused = state
+        elif level > 0:  # the last key to read a cached mask takes it (steps work in place)
+            prefix = k[:LEVELS[level]]
+            if remaining[prefix] == 1 and not any(v is state for q, v in cache.items() if q != prefix):
+                bits, counts = state
+            else:
+                bits, counts = state[0].copy(), state[1].copy()
+                snap = state
+        weights = np.asarray(k[0], np.float32)[:, None]
+        for j in range(level + 1, len(LEVELS)):
+            if j == 0:
+                if remaining[k[:1]] > 1:  # a sweep shares this fusion: keep the fused values
+                    fused = S.fuse_sparse(crop.vals, weights)
+                    cache[k[:1]] = fused
+                continue
+            if j == 1:
+                thr = _FUSION._thr255({"threshold": (k[1],)})[0]
+                bits, counts = (S.threshold_sparse(fused, crop.idx, thr, crop.shape) if fused is not None
+                                else S.fuse_threshold_sparse(crop.vals, weights, crop.idx, thr, crop.shape))
+                snap = None
+            elif k[j] is not None:
+                step, kv = _STEPS[j - 2], dict(k[j])
+                cls_key = kv.get(CLASSIFIER)
+                peak = None
+                if step.peak is not None and step.peak(kv):  # the key holds the step's own numbers
+                    if k[0] not in peaks:
+                        f = fused if fused is not None else S.fuse_sparse(crop.vals, weights)
+                        peaks[k[0]] = S.plane_max_sparse(f, crop.idx, crop.shape)
+                    peak = peaks[k[0]]
+                ctx = Context(cd.shape[0], crop.z0, None if cls_key is None else self._cls(cd, c, cls_key, cls_cache),
+                              peak)
+                before = counts.copy() if step.removes_only else None
+                step.apply_key(bits, counts, k[j], ctx)
+                if before is not None and np.array_equal(before, counts):  # nothing removed: the mask is unchanged
+                    ek = ek[:j] + (None,) + ek[j + 1:]
+                    st = self._known(c, ek, done, index)
+                    if st is not None:  # the same mask as a key already scored: its statistics
+                        return st, ek
+                else:
+                    snap = None
+            if remaining[k[:LEVELS[j]]] > 1:  # a no-op step shares its input's copy
+                if snap is None:
+                    snap = (bits.copy(), counts.copy())
+                cache[k[:LEVELS[j]]] = snap
+        cb = counts.tobytes()
+        for cnt, b, st in scored:
+            if cnt == cb and np.array_equal(b, bits):
+                return st, ek
+        st = class_stats(scan(bits, truth, 1), bits, truth, 0, self.metric, work, cd.shape)
+        scored.insert(0, (cb, bits, st))
+        del scored[4:]
+        return st, ek
 
 
 class Evaluator:
@@ -372,10 +432,10 @@ class Evaluator:
             by_class.setdefault(k[0], []).append(k[1:])
         n = len(self.data.case_days)
         res = {k: np.zeros((n, 4)) for k in todo}
-        p = _Pass(self.data, self.metric)
+        p = _Pass(self.data, self.metric, self.memo)
 
         def one(i):
-            return i, p.case_day(self.data.case_days[i], by_class)
+            return i, p.case_day(self.data.case_days[i], by_class, i)
 
         bar = progress(total=n, desc=f"{desc} ({len(todo)} cand.)", unit="case-day", leave=False)
         with ThreadPoolExecutor(self.workers) as ex:

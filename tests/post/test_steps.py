@@ -70,8 +70,8 @@ def test_each_step_honours_the_crop_rule_or_declares_it_does_not(step):
         pix = rng.integers(0, 60, (2, D, C, H, W), dtype=np.uint8)  # nothing reaches the floor anywhere
         data = OOFData.from_arrays([("case1_day0", 0, np.zeros((D, H, W), np.uint8), pix, None)], ["a", "b"])
         for c, crop in enumerate(data.case_days[0].crops):
-            assert (crop.z0, crop.y0, crop.x0) == (0, 0, 0) and crop.truth.shape == (D, H, W)
-            np.testing.assert_array_equal(crop.pix[:, :, 0], pix[:, :, c])
+            assert (crop.z0, crop.y0, crop.x0) == (0, 0, 0) and crop.truth().shape == (D, H, W)
+            np.testing.assert_array_equal(crop.pix()[:, :, 0], pix[:, :, c])
         return
     checked = 0
     for seed in range(60):
@@ -101,3 +101,25 @@ def test_each_step_honours_the_crop_rule_or_declares_it_does_not(step):
             np.testing.assert_array_equal(crop_counts[:, 0], full_counts[z0:z1, c])
             checked += step.active(per_class[c])
     assert checked >= 20  # the step really ran on most draws (not only its neutral values)
+
+
+@pytest.mark.parametrize("step", STEPS[1:], ids=lambda s: s.name)
+def test_a_step_declared_removal_only_never_sets_a_voxel(step):
+    """``removes_only`` lets the tuner treat a step that left every plane's count unchanged as switched off:
+    it must never set a voxel (output within input), so equal counts mean an equal mask. A step that can set
+    voxels (z smoothing fills a gap slice) must not declare it."""
+    changed = added = 0
+    for seed in range(60):
+        rng, prng = np.random.default_rng(seed), random.Random(seed)
+        bits, counts, cls, peak = _volume(rng)
+        v = _values(prng)
+        out_bits, out_counts = bits.copy(), counts.copy()
+        step.apply(out_bits, out_counts, v, Context(D, 0, cls, peak))
+        np.testing.assert_array_equal(out_counts, K.plane_counts(out_bits, C))  # counts stay exact
+        added += int((out_bits & ~bits).any())
+        changed += int((out_bits != bits).any())
+    if step.removes_only:
+        assert added == 0, f"{step.name} declares removes_only but set voxels on {added} draws"
+        assert changed >= 5  # the draws exercised it
+    elif step.name == "z_smoothing":
+        assert added > 0  # the declaration is needed, and the check can tell

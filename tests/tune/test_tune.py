@@ -174,7 +174,7 @@ def test_search_scores_equal_the_ensemble_path_on_tight_crops(tight_store):
     full = sum(np.prod(cd.shape) for cd in data.case_days) * len(CLASSES)
     from kaggle_kit.tune.evaluate import whole_volumes
 
-    assert whole_volumes() or sum(cr.truth.size for cd in data.case_days for cr in cd.crops if cr) < full / 3
+    assert whole_volumes() or sum(cr.size for cd in data.case_days for cr in cd.crops if cr) < full / 3
     rng = random.Random(11)
     _exact(tight_store, sp, data, [_random_setting(rng, all_on=True)] + [_random_setting(rng) for _ in range(5)])
 
@@ -214,7 +214,7 @@ def test_uncropped_evaluation_is_exact_too(store, monkeypatch):
         dataclasses.replace(evaluate._STEPS[-1], crop_safe=False),))
     sp = parse_search_space(SEARCH, "s")
     data = load_oof(store["cache"], store["preds"], sp.pixel, sp.classifier, 0.2)
-    assert all(cr.pix.shape[1:] == (d, 1, h, w) for cd in data.case_days for cr in cd.crops
+    assert all(cr.pix().shape[1:] == (d, 1, h, w) for cd in data.case_days for cr in cd.crops
                for d, h, w in [cd.shape])
     rng = random.Random(7)
     _exact(store, sp, data, [_random_setting(rng, all_on=True), _random_setting(rng)])
