@@ -25,36 +25,26 @@ __all__ = ["active_box", "active_box_numpy", "active_voxels", "active_voxels_num
 
 
 @jit
-def _count_active(pix, c, lo, z0, z1, y0, y1, x0, x1):
-    n = 0
-    for z in range(z0, z1):
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                for m in range(pix.shape[0]):
-                    if pix[m, z, c, y, x] >= lo:
-                        n += 1
-                        break
-    return n
-
-
-@jit
 def _gather_active(pix, c, lo, z0, z1, y0, y1, x0, x1, idx, vals):
+    """Fill idx / vals (room for the whole box) with the active voxels in raster order; returns how many."""
     dy, dx = y1 - y0, x1 - x0
+    top = np.empty(dx, np.uint8)
     n = 0
     for z in range(z0, z1):
         for y in range(y0, y1):
+            top[:] = 0
+            for m in range(pix.shape[0]):  # the members' maximum along the row: vectorises
+                row = pix[m, z, c, y, x0:x1]
+                for x in range(dx):
+                    top[x] = max(top[x], row[x])
             base = ((z - z0) * dy + (y - y0)) * dx
-            for x in range(x0, x1):
-                hit = False
-                for m in range(pix.shape[0]):
-                    if pix[m, z, c, y, x] >= lo:
-                        hit = True
-                        break
-                if hit:
-                    idx[n] = base + (x - x0)
+            for x in range(dx):
+                if top[x] >= lo:
+                    idx[n] = base + x
                     for m in range(pix.shape[0]):
-                        vals[m, n] = pix[m, z, c, y, x]
+                        vals[m, n] = pix[m, z, c, y, x0 + x]
                     n += 1
+    return n
 
 
 def _index_dtype(size: int):
@@ -65,11 +55,11 @@ def active_voxels(pix: np.ndarray, c: int, lo: int, box) -> tuple[np.ndarray, np
     """The active voxels of class ``c`` in ``box`` = (z0, z1, y0, y1, x0, x1) of a uint8 stack (M, D, C, H, W):
     flat indices into the box (sorted) and the members' values (M, n)."""
     z0, z1, y0, y1, x0, x1 = (int(b) for b in box)
-    n = _count_active(pix, c, lo, z0, z1, y0, y1, x0, x1)
-    idx = np.empty(n, _index_dtype((z1 - z0) * (y1 - y0) * (x1 - x0)))
-    vals = np.empty((pix.shape[0], n), np.uint8)
-    _gather_active(pix, c, lo, z0, z1, y0, y1, x0, x1, idx, vals)
-    return idx, vals
+    size = (z1 - z0) * (y1 - y0) * (x1 - x0)
+    idx = np.empty(size, _index_dtype(size))
+    vals = np.empty((pix.shape[0], size), np.uint8)
+    n = _gather_active(pix, c, lo, z0, z1, y0, y1, x0, x1, idx, vals)
+    return idx[:n].copy(), vals[:, :n].copy()
 
 
 def active_voxels_numpy(pix, c, lo, box):
