@@ -44,7 +44,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from kaggle_kit.post.steps import CLASSIFIER_PARAMS, PARAMS, STEPS
-from kaggle_kit.tune.metric_reruns import select_and_hold_out
+from kaggle_kit.post.ensemble import parse_ensemble_config
+from kaggle_kit.tune.metric_reruns import exact_choices, mapping_key, select_and_hold_out
 from kaggle_kit.tune.evaluate import Evaluator, OOFData, class_key, load_oof, setting_keys, total_score, verify_setting
 from kaggle_kit.tune.space import (
     ClassParams,
@@ -461,16 +462,63 @@ def tuning_loses_held_out(fold_rows: list) -> bool:
     return tuned < plain
 
 
+def _check_mapping(space: SearchSpace, ens: dict) -> dict:
+    """The mapping of the train/serve check of a written ensemble: scored under the search's own metric (for
+    a target such as mlebench, its surrogate), like for like with the search's in-sample number."""
+    return {**ens, "metric": asdict(space.metric)} if space.target is not None else ens
+
+
+def _exact_pass(space: SearchSpace, data: OOFData, full: _Run, start, steps: list, fold_runs: list,
+                fallback: bool, workers: int):
+    """The exact re-runs in one pass over the case-days (:func:`select_and_hold_out`): each fold's tuned
+    setting on its held-out case-days under both metrics, for an mlebench target the full fit's candidates,
+    and the train/serve check of every setting the run may write (the plain average with ``fallback``;
+    else each candidate of the exact choice, or the tuned setting) on all case-days.
+
+    Returns (``select_and_hold_out``'s result without its "ensemble", ``check``): ``check(ens)`` is the
+    check's ``Scorer.result()`` of the written mapping ``ens``, with "seconds" (0.0 when the pass covered
+    it; a mapping it did not cover is re-run on its own, as ``verify_setting``)."""
+    names = [cd.name for cd in data.case_days]
+    cache, preds, target = data.source["cache"], data.source["preds"], space.target or space.metric
+    cands = [(label, setting_to_ensemble(space, st)) for label, st in [("plain average @0.5", start)] + steps]
+    if fallback:
+        finals = [setting_to_ensemble(space, start)]
+    else:
+        finals = ([ens for _, ens in exact_choices(cands, target)] if target.hd_variant == "mlebench"
+                  else [setting_to_ensemble(space, full.setting)])
+    also = {}
+    for ens in finals:
+        mapping = _check_mapping(space, ens)
+        also[mapping_key(ens)] = (mapping, names, [parse_ensemble_config(mapping, "<tuned>").metric])
+    both = select_and_hold_out(
+        cands, [(r.fold, setting_to_ensemble(space, r.setting), [names[i] for i in r.test]) for r in fold_runs],
+        names, cache, preds, target, also=also, workers=workers, order=names)
+    both.pop("ensemble")  # the chosen setting's mapping, rebuilt from the setting by the caller
+    checks = both.pop("also")
+
+    def check(ens: dict) -> dict:
+        if mapping_key(ens) in checks:
+            (res,) = checks[mapping_key(ens)].values()
+            return {**res, "seconds": 0.0}
+        t = time.perf_counter()
+        res = verify_setting(_check_mapping(space, ens), cache, preds, names)
+        return {**res, "seconds": time.perf_counter() - t}
+
+    return both, check
+
+
 def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool = True, log=print) -> dict:
     """Nested coordinate ascent + full fit; returns everything the YAML, the report and the JSON need:
     ``ensemble`` (the tuned YAML mapping), ``summary`` (scores), ``runs``, ``sweeps``, ``steps``, ``timing``.
 
-    ``verify``: re-run the tuned mapping through the ensemble's own path (needs ``data.source``) and report
-    its score as ``in_sample`` (and the difference from the search's own number as ``skew``).
+    ``verify``: re-run the written mapping through the ensemble's own path (needs ``data.source``) and report
+    its score as ``in_sample`` (and the difference from the search's own number as ``skew``), in the same
+    pass over the case-days as the held-out re-runs under both metrics and the exact mlebench choice
+    (:func:`_exact_pass`; ``timing["verify_s"]`` is that pass); ``workers`` threads for the search and it.
     """
     t0 = time.perf_counter()
     tuner = Tuner(space, data, workers, log)
-    ev, metric = tuner.ev, space.metric
+    ev = tuner.ev
     runs = tuner.make_runs()
     full = runs[-1]
     # the baselines share the start of every run: evaluate them together
@@ -490,18 +538,15 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
     steps = _step_rows(tuner, step_sets, full, fold_runs)
     fold_rows, pooled = _fold_rows(tuner, fold_runs, start, singles)
 
-    both = None
-    if verify and data.source:  # exact, both metrics: held out per fold; for mlebench the final choice
-        names = [cd.name for cd in data.case_days]
-        cands = [("plain average @0.5", start)] + step_sets[id(full)]
-        both = select_and_hold_out(
-            [(label, setting_to_ensemble(space, st)) for label, st in cands],
-            [(r.fold, setting_to_ensemble(space, r.setting), [names[i] for i in r.test]) for r in fold_runs],
-            names, data.source["cache"], data.source["preds"], space.target or metric)
-        both.pop("ensemble")  # the chosen setting's mapping, rebuilt from the setting just below
-        if both["selected_exactly"]:
-            full.setting = dict(cands)[both["chosen"]]
+    # known before the exact pass: it reads the search's held-out numbers only
     fallback = space.fallback_plain and tuning_loses_held_out(fold_rows)
+    both = check = None
+    if verify and data.source:
+        t1 = time.perf_counter()
+        both, check = _exact_pass(space, data, full, start, step_sets[id(full)], fold_runs, fallback, workers)
+        timing_exact = time.perf_counter() - t1
+        if both["selected_exactly"]:
+            full.setting = dict([("plain average @0.5", start)] + step_sets[id(full)])[both["chosen"]]
     if fallback:  # the nested folds say the tuned pipeline generalises worse than no tuning at all
         tuned, plain = _held_out_means(fold_rows)
         log(f"held-out folds: tuned {tuned:.4f} < plain average @0.5 {plain:.4f}: writing the plain average "
@@ -520,12 +565,8 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
             summary["target_metric"] = space.target.name
             summary["in_sample_target"] = next(r[space.target.name] for r in both["candidates"]
                                                if r["step"] == both["chosen"])
-    if verify and data.source:
-        t1 = time.perf_counter()
-        # the search's own metric (for mlebench its surrogate): a like-for-like train/serve check
-        mapping = {**ens, "metric": asdict(metric)} if space.target is not None else ens
-        res = verify_setting(mapping, data.source["cache"], data.source["preds"], [cd.name for cd in data.case_days])
-        timing["verify_s"] = time.perf_counter() - t1
+        res = check(ens)
+        timing["verify_s"] = timing_exact + res.pop("seconds")
         summary["in_sample"] = res["score"]
         summary["skew"] = abs(res["score"] - in_sample_search)
     timing["total_s"] = time.perf_counter() - t0
