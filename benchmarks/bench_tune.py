@@ -15,6 +15,10 @@ the maps show (the competition's truncated labels). Geometries follow the compet
 Then it times ``load_oof`` + ``tune_oof`` (nested over 5 folds + the full fit, the exact re-run of the
 chosen ensemble included) with the given search space, and prints one JSON line: wall times, scale, peak
 memory, the scores and what the search evaluated. Generation is not timed.
+
+``--baseline`` (default ``benchmarks/baselines/bench_tune_default.json``, used when the run has the same
+scale and search space): a stored run of earlier code on the same generated data; a table before the JSON
+line puts its scores and timings beside this run's, and says whether every score is identical.
 """
 from __future__ import annotations
 
@@ -176,6 +180,38 @@ def generate(root: Path, n_case_days: int, geometry: str, seed: int = 0) -> None
     (root / "DONE").write_text("ok\n")
 
 
+SCORES = ("in_sample", "held_out_mean", "held_out_std", "plain_average_05", "best_single_member", "members_kept",
+          "rounds")
+TIMES = ("load_s", "search_s", "steps_and_sweeps_s", "verify_s", "wall_s", "cpu_s", "peak_rss_gb")
+
+
+def _compare(a, out: dict) -> None:
+    """Print the stored baseline beside this run (scores must be identical; timings as ratios)."""
+    path = Path(a.baseline)
+    if not path.is_file():
+        return
+    base = json.loads(path.read_text())
+    ref = base["result"]
+    same_scale = (ref["case_days"], ref["geometry"]) == (out["case_days"], out["geometry"])
+    default_search = Path(a.search).resolve() == (ROOT / "configs" / "ensemble" / "search_default.yaml").resolve()
+    if not same_scale or not default_search or a.no_verify != ("verify_s" not in ref):
+        print(f"baseline {path.name}: other scale, search space or verification; not compared")
+        return
+    print(f"baseline: {path} (code {base['code']}, {base['machine']}, {base['date']})")
+    print(f"{'':22s} {'baseline':>22s} {'this run':>22s}")
+    same = True
+    for k in SCORES:
+        eq = ref.get(k) == out.get(k)
+        same &= eq
+        print(f"{k:22s} {str(ref.get(k))[:22]:>22s} {str(out.get(k))[:22]:>22s}  {'identical' if eq else 'DIFFERENT'}")
+    for k in TIMES:
+        r, o = ref.get(k), out.get(k)
+        ratio = f"{r / o:.2f}x" if r and o else ""
+        print(f"{k:22s} {str(r):>22s} {str(o):>22s}  {ratio}")
+    print("scores: " + ("identical to the baseline" if same else "DIFFERENT from the baseline"))
+    out["baseline_scores_identical"] = same
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder for the generated cache + store (reused if complete)")
@@ -186,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verify", action="store_true", help="skip the exact re-run of the chosen ensemble")
     ap.add_argument("--keep", action="store_true", help="keep a temporary --data folder")
     ap.add_argument("--report", default=None, help="also write the tuned YAML + report to this folder")
+    ap.add_argument("--baseline", default=str(ROOT / "benchmarks" / "baselines" / "bench_tune_default.json"),
+                    help="a stored run to compare with (skipped when its scale or search space differ)")
     a = ap.parse_args(argv)
     import yaml
 
@@ -205,8 +243,9 @@ def main(argv=None) -> int:
         t_load = time.perf_counter() - t0
         res = tune_oof(space, data, workers=a.workers, verify=not a.no_verify, log=lambda s: print(s, flush=True))
         t_total = time.perf_counter() - t0
-        cpu = os.times()
-        cpu_s = cpu.user + cpu.system - cpu0.user - cpu0.system
+        cpu = os.times()  # the evaluation processes' time is counted once they have exited (tune_oof's end)
+        cpu_s = (cpu.user + cpu.system + cpu.children_user + cpu.children_system
+                 - cpu0.user - cpu0.system - cpu0.children_user - cpu0.children_system)
         voxels = sum(int(np.prod(cd.shape)) for cd in data.case_days)
         crop = sum(cr.size for cd in data.case_days for cr in cd.crops if cr is not None)
         s = res["summary"]
@@ -223,11 +262,14 @@ def main(argv=None) -> int:
             "load_avg_start_end": [round(load0, 1), round(os.getloadavg()[0], 1)], "generate_s": round(t_gen, 1),
             **{k: round(v, 1) if isinstance(v, float) else v for k, v in res["timing"].items()},
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            # the largest evaluation process; most of its pages are the parent's crops, shared copy-on-write
+            "peak_rss_child_gb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
             "in_sample": s["in_sample"], "skew": s.get("skew"), "held_out_mean": s["held_out_mean"],
             "held_out_std": s["held_out_std"], "plain_average_05": s["plain_average_05"],
             "best_single_member": s["best_single_member"], "members_kept": s["members_kept"],
             "rounds": {r["name"]: r["rounds"] for r in res["runs"]},
         }
+        _compare(a, out)
         print(json.dumps(out))
     finally:
         if tmp and not a.keep:

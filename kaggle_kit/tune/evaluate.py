@@ -13,7 +13,9 @@ Why it is fast, all of it exact:
 
 - a (case-day, class) is kept as a crop: the box of the voxels where some member reaches the lowest
   threshold searched, or the truth is set, plus one slice on each side along z (z smoothing looks at
-  neighbours). Nothing outside can become positive (every step of STEPS declares it, ``Step.crop_safe``;
+  neighbours), and within the box only its active voxels (some member reaches that floor: a few per cent
+  of the box) with the members' values, the truth bit-packed (:mod:`kaggle_kit.post.kernels.sparse`:
+  the fused values and thresholded masks are the dense kernels', bit for bit). Nothing outside can become positive (every step of STEPS declares it, ``Step.crop_safe``;
   when one does not, every crop is the whole volume), the rows outside are empty in both masks, and the
   Hausdorff distance is translation-invariant (its normaliser uses the full shape); a plane's peak fused value
   (presence per volume) is its crop's on every plane that had a positive voxel, the only planes it is read on;
@@ -24,15 +26,23 @@ Why it is fast, all of it exact:
   threshold sweep, one thresholded mask for a gating sweep, ...: a class key has one element per step, see
   :func:`class_key`), and a final mask equal to one already
   scored for that (case-day, class) re-uses its statistics instead of recomputing the Hausdorff distance;
-- case-days run on a thread pool (the numba kernels release the GIL).
+- a removal-only step (``Step.removes_only``) that leaves every plane's count unchanged left the mask
+  unchanged, so the key is, on that (case-day, class), the key with the step off: its statistics are
+  re-used when known (this pass or an earlier one) and the rest of the pipeline, the scan and the Hausdorff
+  distance are skipped. In a sweep most values change nothing on most case-days;
+- case-days run in forked processes (:class:`_Workers`; threads where the platform does not fork), each a
+  fixed share of the case-days for the whole run.
 """
 from __future__ import annotations
 
 import math
+import multiprocessing
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
 
 import numpy as np
 
@@ -412,15 +422,122 @@ class _Pass:
         return st, ek
 
 
+def _worker_main(conn, data: OOFData, metric: MetricConfig, group: list) -> None:
+    """A forked evaluation process: the case-days ``group`` of every pass, with its own memo of their rows."""
+    memo: dict = {}
+    p = _Pass(data, metric, memo)
+    n = len(data.case_days)
+    while True:
+        try:
+            by_class = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if by_class is None:
+            return
+        try:
+            outs = []
+            for i in group:
+                out = p.case_day(data.case_days[i], by_class, i)
+                conn.send(("row", i, out))
+                outs.append((i, out))
+            for i, out in outs:  # as the parent's memo: this pass's rows are read from the next pass on
+                for k, st in out.items():
+                    memo.setdefault(k, np.zeros((n, 4)))[i] = st
+            conn.send(("done",))
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+            return
+
+
+class _Workers:
+    """Evaluation processes forked once the OOF data is in memory (it is shared, copy-on-write, not copied):
+    each owns a fixed share of the case-days, balanced by crop size, for every pass. Processes rather than
+    threads because the pipeline's Python between the kernels holds the GIL."""
+
+    def __init__(self, data: OOFData, metric: MetricConfig, n: int):
+        ctx = multiprocessing.get_context("fork")
+        sizes = [1 + sum(cr.size for cr in cd.crops if cr is not None) for cd in data.case_days]
+        groups: list = [[] for _ in range(n)]
+        load = [0] * n
+        for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+            j = load.index(min(load))
+            groups[j].append(i)
+            load[j] += sizes[i]
+        self.conns, self.procs = [], []
+        for g in groups:
+            if not g:
+                continue
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_worker_main, args=(theirs, data, metric, sorted(g)), daemon=True,
+                               name="kk-tune-eval")
+            proc.start()
+            theirs.close()
+            self.conns.append(ours)
+            self.procs.append(proc)
+
+    def run(self, by_class: dict, on_row) -> None:
+        for c in self.conns:
+            c.send(by_class)
+        pending = set(self.conns)
+        while pending:
+            for c in mp_connection.wait(list(pending)):
+                try:
+                    msg = c.recv()
+                except EOFError:
+                    self.close()
+                    raise RuntimeError("an evaluation process died (out of memory?)") from None
+                if msg[0] == "row":
+                    on_row(msg[1], msg[2])
+                elif msg[0] == "done":
+                    pending.discard(c)
+                else:
+                    self.close()
+                    raise RuntimeError("evaluation process failed:\n" + msg[1])
+
+    def close(self) -> None:
+        for c in self.conns:
+            try:
+                c.send(None)
+                c.close()
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        self.conns, self.procs = [], []
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
 class Evaluator:
     """Memoised per-case-day statistics of class keys: ``stats(key)`` float64 (N, 4) = per case-day
-    (dice_sum, dice_rows, hd_sum, hd_terms)."""
+    (dice_sum, dice_rows, hd_sum, hd_terms).
 
-    def __init__(self, data: OOFData, metric: MetricConfig, workers: int = 2):
+    ``workers`` > 1: the case-days of a pass run in that many forked processes (where the platform forks;
+    else threads), started at the first pass and kept until :meth:`close`. Each case-day's statistics are
+    computed the same way in any of them, and the sums run in the parent: the numbers do not depend on it."""
+
+    def __init__(self, data: OOFData, metric: MetricConfig, workers: int = 2, processes: bool = True):
         self.data, self.metric, self.workers = data, metric, max(1, int(workers))
         self.memo: dict = {}
         self.n_passes = 0
         self.seconds = 0.0
+        self.processes = processes and self.workers > 1 and _can_fork() and len(data.case_days) > 1
+        self._pool: _Workers | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def evaluate(self, keys, desc: str = "evaluate") -> None:
         todo = [k for k in dict.fromkeys(keys) if k not in self.memo]
@@ -432,17 +549,22 @@ class Evaluator:
             by_class.setdefault(k[0], []).append(k[1:])
         n = len(self.data.case_days)
         res = {k: np.zeros((n, 4)) for k in todo}
-        p = _Pass(self.data, self.metric, self.memo)
-
-        def one(i):
-            return i, p.case_day(self.data.case_days[i], by_class, i)
-
         bar = progress(total=n, desc=f"{desc} ({len(todo)} cand.)", unit="case-day", leave=False)
-        with ThreadPoolExecutor(self.workers) as ex:
-            for i, out in ex.map(one, range(n)):
-                for k, s in out.items():
-                    res[k][i] = s
-                bar.update()
+
+        def add(i, out):
+            for k, st in out.items():
+                res[k][i] = st
+            bar.update()
+
+        if self.processes:
+            if self._pool is None:
+                self._pool = _Workers(self.data, self.metric, self.workers)
+            self._pool.run(by_class, add)
+        else:
+            p = _Pass(self.data, self.metric, self.memo)
+            with ThreadPoolExecutor(self.workers) as ex:
+                for i, out in ex.map(lambda i: (i, p.case_day(self.data.case_days[i], by_class, i)), range(n)):
+                    add(i, out)
         bar.close()
         self.memo.update(res)
         self.n_passes += 1

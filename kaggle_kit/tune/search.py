@@ -569,6 +569,7 @@ def tune_oof(space: SearchSpace, data: OOFData, workers: int = 2, verify: bool =
         timing["verify_s"] = timing_exact + res.pop("seconds")
         summary["in_sample"] = res["score"]
         summary["skew"] = abs(res["score"] - in_sample_search)
+    ev.close()  # the evaluation processes (on an error they go with the Evaluator, or with this process)
     timing["total_s"] = time.perf_counter() - t0
     return {"ensemble": ens, "summary": summary, "folds": fold_rows, "steps": steps, "sweeps": sweeps,
             "runs": [{"name": r.name, "fold": r.fold, "rounds": r.rounds_run, "converged": r.done,

@@ -518,3 +518,26 @@ def test_one_config_error_for_every_dialect():
                 lambda: apply_overrides({"a": 1}, ["no-equals-sign"])):
         with pytest.raises(ConfigError):
             bad()
+
+
+def test_evaluation_in_processes_threads_and_serially_is_identical(tight_store):
+    """Forked processes (each a fixed share of the case-days, its own memo), threads and one worker compute
+    the same statistics, bit for bit, over several passes (later passes read earlier ones' memo)."""
+    sp = parse_search_space(SEARCH, "s")
+    data = load_oof(tight_store["cache"], tight_store["preds"], sp.pixel, sp.classifier, 0.2)
+    rng = random.Random(3)
+    batches = [[k for _ in range(4) for k in setting_keys(_random_setting(rng))] for _ in range(3)]
+    memos = []
+    for workers, processes in ((1, False), (2, False), (2, True)):
+        ev = Evaluator(data, sp.metric, workers=workers, processes=processes)
+        assert ev.processes == processes
+        for b in batches:
+            ev.evaluate(b)
+        if processes:
+            assert ev._pool is not None and len(ev._pool.procs) == 2
+        ev.close()
+        memos.append(ev.memo)
+    assert memos[0].keys() == memos[1].keys() == memos[2].keys()
+    for k in memos[0]:
+        np.testing.assert_array_equal(memos[0][k], memos[1][k])
+        np.testing.assert_array_equal(memos[0][k], memos[2][k])
