@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", required=True, help="cache with the train masks and folds.csv")
     ap.flag("--pred-root", "--preds", default="preds", help="probability-map store (<pred-root>/<exp>/oof/)")
     ap.add_argument("--out", default=None, help="also write the JSON result here")
-    ap.add_argument("--workers", type=int, default=2, help="threads over case-days")
+    ap.add_argument("--workers", type=int, default=2, help="processes (threads where the OS does not fork) over case-days")
     a = ap.parse_args(argv)
     search = read_yaml_file(a.search, "search space", SearchError)
     res = ablate(search, str(a.search), a.cache, a.pred_root, a.workers)

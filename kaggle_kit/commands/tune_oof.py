@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.flag("--pred-root", "--preds", default="preds", help="probability-map store (<pred-root>/<exp>/oof/)")
     ap.add_argument("--out", required=True, help="tuned ensemble YAML to write")
     ap.add_argument("--report", default=None, help="report folder (default: <out stem>_report next to --out)")
-    ap.add_argument("--workers", type=int, default=2, help="threads over case-days")
+    ap.add_argument("--workers", type=int, default=2, help="processes (threads where the OS does not fork) over case-days")
     ap.add_argument("--no-verify", action="store_true", help="skip the exact re-run of the tuned YAML")
     ap.add_argument("--check-ensemble", action="store_true",
                     help="also run tools/ensemble.py's run_ensemble on the OOF split and compare its score")
