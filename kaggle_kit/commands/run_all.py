@@ -4,6 +4,8 @@
     kk run --data-root ROOT --preset gpu        # -> demo_out-<ROOT name>-<hash of its path>/
     kk run --work run1 --data-root ROOT         # an explicit work folder
     kk run --preset my_preset.yaml              # a preset of your own (configs/presets/tiny.yaml's form)
+    kk run --budget 20m                         # the whole job in 20 min on this device, keeping the preset's
+                                                # min_pixel_members (or stopping before training: see --help)
 
 Stages (each a tool a user would run by hand; the commands are printed; kaggle_kit.pipeline): generate
 synthetic data (unless --data-root) -> prepare the cache -> for every member of the preset: train each fold,
@@ -69,6 +71,10 @@ def parse_args(argv=None):
     ap.add_argument("--budget", default=_D.budget, help="wall time of the whole job, e.g. 20m, 1.5h (a bare number "
                     "is minutes): each member is timed on this device, every fold's length is planned to fit and "
                     "re-planned after each fold (WORK/pipeline/plan.json); default: the configs' epochs")
+    ap.add_argument("--min-pixel-members", type=int, default=_D.min_pixel_members,
+                    help="with --budget: pixel members the plan must keep, held at their minimum length if need be; "
+                         "a budget that cannot keep them stops before any training and names the smallest one that "
+                         "does on this device (default: the preset's min_pixel_members; 0: no floor)")
     return ap.parse_args(argv)
 
 

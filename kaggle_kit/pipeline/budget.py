@@ -13,24 +13,39 @@ report plan against actual.
   model), the scoring stages (:func:`fixed_costs`).
 - **plan / re-plan**: before any training, and before every fold (folds run one process each so the next
   one's length can change); a member that cannot get its minimum length is dropped whole, before it starts.
+- **the ensemble's floor** (the preset's ``min_pixel_members``, ``kk run --min-pixel-members N``): every plan
+  holds that many pixel members (at their minimum length when their shares buy less, :mod:`kaggle_kit.plan`).
+  When the first plan cannot, the job stops before any training (:class:`BudgetTooSmall`, exit 2): the budget,
+  the device, the pixel members the plan would drop with their minimums, and the smallest budget that keeps the
+  floor on this device, rounded up to a minute (:func:`kaggle_kit.plan.floor_budget`); ``plan.json`` records it.
+  A re-plan after a slow fold may still drop a started member when even the minimums no longer fit: its reason
+  says after which fold and how many of its folds were trained (the final report prints it).
 - the plan is printed as a table and written to ``WORK/pipeline/plan.json`` (every re-plan appended), with
   an ETA line after each fold; the job's result carries the first plan and the actual seconds per stage.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kaggle_kit.plan import FoldDone, MemberCost, Plan, format_plan, make_plan
+from kaggle_kit.plan import FoldDone, MemberCost, Plan, floor_budget, format_plan, make_plan, minimum_s
+from kaggle_kit.utils import UserError
 
 __all__ = ["Calibration", "WARMUP_STEPS", "TIMED_STEPS", "calibrate_member", "fixed_costs", "member_costs",
-           "BudgetLog", "plan_vs_actual", "stage_members_budgeted"]
+           "BudgetLog", "BudgetTooSmall", "device_label", "pixel_floor", "refusal", "plan_vs_actual",
+           "stage_members_budgeted"]
 
 WARMUP_STEPS = 2  # untimed: the first steps pay allocator / autotuning / lazy-init costs
 TIMED_STEPS = 4
+
+
+class BudgetTooSmall(UserError):
+    """The first plan keeps fewer pixel members than the preset's floor: the job stops before any training."""
 
 
 @dataclass
@@ -130,8 +145,81 @@ def member_costs(cals: list[Calibration], members: list, n_folds: int, n_train: 
         out.append(MemberCost(cal.exp, float(getattr(m, "share", 1.0)), cal.sec_per_unit, cal.units_per_epoch,
                               fold_overhead_s=cal.fold_overhead_s, maps_s=maps_per_fold * n_folds,
                               min_epochs=float(getattr(m, "min_epochs", 1.0)),
-                              max_epochs=None if cap is None else float(cap), needs=needs))
+                              max_epochs=None if cap is None else float(cap), needs=needs,
+                              pixel=_kind(cal.family) == "pixel"))
     return out
+
+
+def _kind(family: str) -> str:
+    from kaggle_kit.registry import resolve
+
+    return resolve("family", family).kind
+
+
+def pixel_floor(ctx, wanted: list) -> int:
+    """Pixel members the plan must keep: ``--min-pixel-members`` or the preset's ``min_pixel_members``, at most
+    the pixel members this run trains (``--families`` may leave fewer)."""
+    n_pixel = sum(m.kind == "pixel" and m.share > 0 for m, _ in wanted)
+    k = ctx.opts.min_pixel_members
+    k = ctx.preset.min_pixel_members if k is None else int(k)
+    if k > n_pixel:
+        print(f"[budget] this run trains {n_pixel} pixel member{'s' * (n_pixel != 1)} (--families): the floor "
+              f"is {n_pixel}, not {k}", flush=True)
+    return min(k, n_pixel)
+
+
+def device_label(torch_module=None) -> str:
+    """The device the members train on, in words: ``cuda: <name>`` or ``cpu, <n> cores``. ``torch_module``:
+    a stand-in for tests (default: ``import torch``)."""
+    try:
+        t = torch_module
+        if t is None:
+            import torch as t
+        if t.cuda.is_available():
+            return f"cuda: {t.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - no usable torch here: the tools would train on the CPU as well
+        pass
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu, {n} core{'s' * (n != 1)}"
+
+
+def _min(sec: float) -> str:
+    return f"{sec / 60:.1f}"
+
+
+def refusal(budget_text: str, plan: Plan, costs: list[MemberCost], n_folds: int, k: int, device: str,
+            done: list[FoldDone] = (), source: str = "the preset's min_pixel_members") -> tuple[str, dict]:
+    """The message and the record (``plan.json``) of a first plan that keeps fewer than ``k`` pixel members
+    (``source``: where the floor comes from)."""
+    fb = floor_budget(costs, n_folds, k, plan.fixed, plan.spent_s, done)
+    kept = plan.pixel_kept
+    lost = [c for c in costs if c.pixel and c.name not in kept and c.share > 0]
+    mins = {c.name: minimum_s(c, n_folds, done) for c in costs}
+    alt = f"--min-pixel-members {k - 1}" + (" (no floor)" if k == 1 else "")
+    n = len(kept)
+    head = (f"--budget {budget_text} cannot train the preset's ensemble on this device ({device}): the plan keeps "
+            f"{n or 'no'} pixel member{'s' * (n != 1)}, under the floor of {k} ({source}), and "
+            f"drops " + ", ".join(f"{c.name} ({_min(mins[c.name])} min at its minimum)" for c in lost))
+    if math.isinf(fb.budget_s):
+        msg = f"{head}; no budget keeps {k} (fewer can run at all): give {alt}"
+        suggest = None
+    else:
+        suggest = max(1, math.ceil(fb.budget_s / 60 - 1e-9))
+        parts = [f"{m} {_min(fb.member_s[m])}" for m in fb.members]
+        extra = [f"{m} {_min(fb.member_s[m])}" for m in fb.held if m not in fb.members]
+        listed = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+        if extra:
+            listed = ", ".join(parts) + " and " + ", ".join(extra) + (", which they need" if k > 1 else
+                                                                      ", which it needs")
+        msg = (f"{head}; {k} need {_min(fb.budget_s)} min here (at their minimum {listed}; the stages after "
+               f"training {_min(fb.fixed_s)}; spent so far {_min(fb.spent_s)}): give --budget {suggest}m or more, "
+               f"or {alt}")
+    rec = {"message": msg, "budget": budget_text, "budget_s": round(plan.budget_s, 1), "device": device,
+           "min_pixel_members": k, "pixel_kept": kept, "would_drop": [c.name for c in lost],
+           "minimum_s": {c.name: round(mins[c.name], 1) for c in lost},
+           "floor_budget_s": None if math.isinf(fb.budget_s) else round(fb.budget_s, 1),
+           "floor_members": list(fb.held), "suggested_budget": None if suggest is None else f"{suggest}m"}
+    return msg, rec
 
 
 #: seconds of the tuner per voxel of the OOF store and member (benchmarks/bench_tune.py at competition scale:
@@ -165,14 +253,22 @@ class BudgetLog:
         self.calibration: list[dict] = []
         self.first: Plan | None = None  # the plan made after calibration, before any training
         self.fixed: dict[str, float] = {}
+        self.refused: dict | None = None  # why the job stopped before training (BudgetTooSmall)
+        self.dropped: list | None = None  # [(member, why)] at the end of training, re-plans' drops told apart
+        self.min_pixel = 0  # the ensemble's floor the plans kept
 
     def record(self, plan: Plan, when: str) -> None:
+        self.plans.append({"when": when, "elapsed_s": round(time.time() - self.t_start, 1), **plan.to_json()})
+        self.write()
+
+    def write(self) -> None:
         from kaggle_kit.utils import atomic_write_json
 
-        self.plans.append({"when": when, "elapsed_s": round(time.time() - self.t_start, 1), **plan.to_json()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path, {"budget_s": self.budget_s, "calibration": self.calibration,
-                                      "plans": self.plans})
+        obj = {"budget_s": self.budget_s, "calibration": self.calibration, "plans": self.plans}
+        if self.refused is not None:
+            obj["refused"] = self.refused
+        atomic_write_json(self.path, obj)
 
     def show(self, plan: Plan, title: str) -> None:
         print(f"[budget] {title}\n{format_plan(plan)}", flush=True)
@@ -188,9 +284,28 @@ class BudgetLog:
 
 
 def plan_now(budget_s: float, costs: list[MemberCost], n_folds: int, fixed: dict, t_start: float,
-             done: list[FoldDone], dropped: list) -> Plan:
+             done: list[FoldDone], dropped: list, min_pixel: int = 0) -> Plan:
     """The plan from here: the wall time since the job started is spent."""
-    return make_plan(budget_s, costs, n_folds, fixed, spent_s=time.time() - t_start, done=done, dropped=dropped)
+    return make_plan(budget_s, costs, n_folds, fixed, spent_s=time.time() - t_start, done=done, dropped=dropped,
+                     min_pixel=min_pixel)
+
+
+def _note_drops(plan: Plan, known: set, told: set, when: str, done: list[FoldDone], n_folds: int) -> list:
+    """``plan.dropped`` with each member dropped by this re-plan told apart: after which fold, how many of its
+    folds were trained (thrown away: OOF needs every fold), and when the ensemble fell under its floor."""
+    for i, (name, why) in enumerate(plan.dropped):
+        if name in known:
+            continue
+        known.add(name)
+        n = sum(d.member == name and d.iters > 0 for d in done)
+        why += f"; re-plan {when}: {n} of its {n_folds} folds trained, thrown away" if n else f"; re-plan {when}"
+        if plan.min_pixel and len(plan.pixel_kept) < plan.min_pixel:
+            why += (f"; {len(plan.pixel_kept)} pixel member{'s' * (len(plan.pixel_kept) != 1)} left, under the "
+                    f"floor of {plan.min_pixel} (the folds ran slower than calibrated)")
+        plan.dropped[i] = (name, why)
+        told.add(name)
+        print(f"[budget] member {name} dropped: {why}", flush=True)
+    return plan.dropped
 
 
 def _fold_overrides(cfg: dict, cost: MemberCost, units: int) -> list[str]:
@@ -228,22 +343,34 @@ def stage_members_budgeted(ctx, r, budget_s: float, t_start: float):
         cals.append(cal)
     costs = member_costs(cals, [m for m, _ in wanted], ctx.n_folds, n_train, n_test, [c for _, c in wanted])
     fixed = fixed_costs(cals, ctx.n_folds, n_train_voxels, n_train_cd, n_test)
-    dropped: list = []
-    plan = plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done, dropped)
+    floor = pixel_floor(ctx, wanted)
+    plan = plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done, [], floor)
     dropped = plan.dropped
+    known = {n for n, _ in dropped}  # drops already told apart (the first plan's: before anything trained)
+    log.first, log.fixed = plan, fixed
     log.record(plan, "before training")
     log.show(plan, f"plan for a budget of {budget_s / 60:.1f} min (calibrated on this device)")
+    if len(plan.pixel_kept) < floor:  # no ensemble on this budget: stop before any training, say what would do
+        src = "the preset's min_pixel_members" if ctx.opts.min_pixel_members is None else "--min-pixel-members"
+        msg, log.refused = refusal(ctx.opts.budget or f"{budget_s / 60:g}m", plan, costs, ctx.n_folds, floor,
+                                   device_label(), done, src)
+        log.write()
+        raise BudgetTooSmall(msg)
+    if not plan.pixel_kept:
+        print("[budget] WARNING: the plan keeps no pixel member (--min-pixel-members 0): no ensemble to tune, "
+              "no submission", flush=True)
     first = plan
     paths = ["--cache", ctx.cache, "--work-root", ctx.work_root, "--pred-root", ctx.pred_root]
     out = []
+    told: set = set()
     for (m, cfg), exp, cost in zip(wanted, exps, costs):
         fam = cfg["family"]
         trained = []
         for k in range(ctx.n_folds):
             if any(d.member == exp and d.fold == k for d in done):
                 continue
-            plan = plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done, dropped)
-            dropped = plan.dropped
+            plan = plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done, dropped, floor)
+            dropped = _note_drops(plan, known, told, f"before {exp} fold {k}", done, ctx.n_folds)
             mp = next((p for p in plan.members if p.name == exp), None)
             if mp is None:
                 break
@@ -258,21 +385,22 @@ def stage_members_budgeted(ctx, r, budget_s: float, t_start: float):
                 raise StageError(f"kk train {m.path}: trained folds {t.folds}, asked for [{k}]")
             done.append(FoldDone(exp, k, units, time.time() - t0))
             trained.append(k)
-            again = plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done, dropped)
+            again = plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done, dropped, floor)
+            dropped = _note_drops(again, known, told, f"after {exp} fold {k}", done, ctx.n_folds)
             log.record(again, f"after {exp} fold {k}")
             log.eta(again)
         if not any(p.name == exp for p in plan_now(budget_s, costs, ctx.n_folds, fixed, t_start, done,
-                                                   dropped).members) or any(n == exp for n, _ in dropped):
-            print(f"[budget] member {exp} dropped: " + next((w for n, w in dropped if n == exp), "no time left"),
-                  flush=True)
+                                                   dropped, floor).members) or any(n == exp for n, _ in dropped):
+            if exp not in told:
+                print(f"[budget] member {exp} dropped: " + next((w for n, w in dropped if n == exp), "no time left"),
+                      flush=True)
             continue
         r.run(f"predict {exp} oof+test", "predict", [m.path, "--split", "oof,test", *paths, f"exp={exp}", *m.overrides],
               PredictSummary, f"predict_{exp}")
         reused = [d.fold for d in done if d.member == exp and d.seconds == 0.0 and d.iters == 0]
         out.append(MemberResult(exp, fam, m.config, trained, sorted(reused)))
     save_result(ctx.work, "members", out)
-    log.first = first
-    log.fixed = fixed
+    log.first, log.dropped, log.min_pixel = first, list(dropped), floor
     return out, log
 
 
@@ -317,5 +445,7 @@ def plan_vs_actual(log: BudgetLog, stage_seconds: list, total_s: float) -> dict:
                          "actual_s": round(actual.get(g, 0.0), 1)})
     return {"budget_s": log.budget_s, "planned_total_s": round(first.total_s, 1), "actual_total_s": round(total_s, 1),
             "over_budget_pct": round(100 * (total_s / log.budget_s - 1), 2),
-            "dropped": log.plans[-1]["dropped"] if log.plans else [],
-            "replans": len(log.plans), "stages": rows, "plan_json": str(log.path)}
+            "dropped": ([{"member": n, "why": w} for n, w in log.dropped] if log.dropped is not None
+                        else log.plans[-1]["dropped"] if log.plans else []),
+            "min_pixel_members": log.min_pixel, "replans": len(log.plans), "stages": rows,
+            "plan_json": str(log.path)}

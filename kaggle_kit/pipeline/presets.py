@@ -3,6 +3,8 @@ search space. One YAML file per preset under ``configs/presets/`` (``kk run --pr
 
     n_folds: 3                                   # int >= 2: folds of a new cache (the tuner nests over them)
     search: ensemble/search_default.yaml         # the tuner's search space, relative to the configs folder
+    min_pixel_members: 2                         # under --budget: pixel members the plan must keep (default: 2,
+                                                 # or how many the preset has when fewer; 0: no floor)
     members:                                     # trained in this order (a detector before its crop members)
       - config: det_yolo/tiny_cpu.yaml           # a shipped config (relative to the configs folder) or a path
         why: its boxes crop the 2.5D member      # one line: why this member is in the preset
@@ -11,7 +13,13 @@ search space. One YAML file per preset under ``configs/presets/`` (``kk run --pr
         max_epochs: 30                           # under --budget: never more than this (default: no cap)
         overrides: [train.batch_size=8]          # key=value overrides of the config for this preset (default none)
 
-Unknown keys are rejected with a did-you-mean; every member needs its ``why``; every file must exist.
+Unknown keys are rejected with a did-you-mean; every member needs its ``why``; every file must exist; each
+member's config loads (its family decides whether it is a pixel member: its maps are fused, ``kind: pixel``).
+
+``min_pixel_members`` is the ensemble's floor under a budget (:mod:`kaggle_kit.pipeline.budget`): the first plan
+must keep that many pixel members (held at their minimum length when their shares buy less), or the job stops
+before any training and says the smallest budget that keeps them. At most the number of pixel members with a
+share above 0.
 """
 from __future__ import annotations
 
@@ -24,7 +32,8 @@ from kaggle_kit.utils import did_you_mean
 __all__ = ["PRESET_DIR", "Preset", "PresetError", "PresetMember", "load_preset", "preset_names"]
 
 PRESET_DIR = CONFIG_ROOT / "presets"
-_KEYS = {"n_folds", "search", "members"}
+_KEYS = {"n_folds", "search", "members", "min_pixel_members"}
+_REQUIRED = {"n_folds", "search", "members"}
 _MEMBER_KEYS = {"config", "why", "share", "min_epochs", "max_epochs", "overrides"}
 
 
@@ -41,6 +50,8 @@ class PresetMember:
     min_epochs: float = 1.0
     max_epochs: float | None = None
     overrides: tuple[str, ...] = ()  # key=value overrides of the config (checked when the config loads)
+    family: str = ""  # the config's family
+    kind: str = ""  # its maps: pixel | classifier | boxes (kaggle_kit.families.base.KINDS)
 
 
 @dataclass(frozen=True)
@@ -50,10 +61,16 @@ class Preset:
     n_folds: int
     search: Path
     members: tuple[PresetMember, ...]
+    min_pixel_members: int = 0  # under --budget: pixel members the first plan must keep
 
     @property
     def configs(self) -> list[str]:
         return [m.config for m in self.members]
+
+    @property
+    def pixel_members(self) -> list[PresetMember]:
+        """The members whose maps are fused (kind ``pixel``) and that get training time (share > 0)."""
+        return [m for m in self.members if m.kind == "pixel" and m.share > 0]
 
 
 def preset_names() -> list[str]:
@@ -90,7 +107,7 @@ def load_preset(name_or_path: str | Path) -> Preset:
     if not isinstance(raw, dict):
         raise PresetError(f"{path}: expected a mapping with {sorted(_KEYS)}, got {type(raw).__name__}")
     _unknown(raw, _KEYS, str(path))
-    for k in sorted(_KEYS - set(raw)):
+    for k in sorted(_REQUIRED - set(raw)):
         raise PresetError(f"{path}: missing key {k!r}")
     n = raw["n_folds"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
@@ -121,9 +138,29 @@ def load_preset(name_or_path: str | Path) -> Preset:
         ov = m.get("overrides") or []
         if not isinstance(ov, list) or not all(isinstance(o, str) and "=" in o for o in ov):
             raise PresetError(f"{where}.overrides: expected a list of 'key=value' strings, got {ov!r}")
-        out.append(PresetMember(m.get("config"), _resolve(m.get("config"), f"{where}.config"), why.strip(),
-                                overrides=tuple(ov), **num))
+        cfg_path = _resolve(m.get("config"), f"{where}.config")
+        family, kind = _family_kind(cfg_path, list(ov), where)
+        out.append(PresetMember(m.get("config"), cfg_path, why.strip(), overrides=tuple(ov), family=family,
+                                kind=kind, **num))
     dup = [m.config for i, m in enumerate(out) if m.path in [x.path for x in out[:i]]]
     if dup:
         raise PresetError(f"{path}: members: {dup[0]!r} is listed twice")
-    return Preset(path.stem, path, n, _resolve(raw["search"], f"{path}: search"), tuple(out))
+    n_pixel = sum(m.kind == "pixel" and m.share > 0 for m in out)
+    floor = raw.get("min_pixel_members", min(2, n_pixel))
+    if isinstance(floor, bool) or not isinstance(floor, int) or not 0 <= floor <= n_pixel:
+        raise PresetError(f"{path}: min_pixel_members: expected an int from 0 to {n_pixel} (the preset's pixel "
+                          f"members with a share above 0), got {floor!r}")
+    return Preset(path.stem, path, n, _resolve(raw["search"], f"{path}: search"), tuple(out), floor)
+
+
+def _family_kind(cfg_path: Path, overrides: list[str], where: str) -> tuple[str, str]:
+    """The family of a member's config (loaded with its overrides: a config that does not load is named here,
+    with the preset's line) and the kind of its maps."""
+    from kaggle_kit.config import load_config
+    from kaggle_kit.registry import resolve
+
+    try:
+        fam = load_config(cfg_path, overrides)["family"]
+        return fam, resolve("family", fam).kind
+    except (ConfigError, KeyError) as e:
+        raise PresetError(f"{where}.config: {e}") from None

@@ -40,6 +40,7 @@ class RunOptions:
     metric: str | None = None  # None: mlebench on an MLE-bench folder, else default
     out: str | None = None  # also copy the submission here
     budget: str | None = None  # wall time of the whole job ("20m", "1.5h"): calibrate, plan, re-plan (pipeline.budget)
+    min_pixel_members: int | None = None  # under a budget: pixel members the plan must keep (None: the preset's)
 
 
 class WorkFolderError(UserError):
@@ -157,6 +158,14 @@ def setup(o: RunOptions) -> Context:
             parse_budget(o.budget)
         except ValueError as e:
             raise UserError(f"--budget: {e}") from None
+    if o.min_pixel_members is not None:
+        n_pixel = len(preset.pixel_members)
+        if o.budget is None:
+            raise UserError(f"--min-pixel-members {o.min_pixel_members}: it is the floor of a --budget plan; give "
+                            f"--budget too, e.g. --budget 20m")
+        if not 0 <= o.min_pixel_members <= n_pixel:
+            raise UserError(f"--min-pixel-members {o.min_pixel_members}: expected 0 to {n_pixel} (preset "
+                            f"{preset.name} has {n_pixel} pixel member{'s' * (n_pixel != 1)}; 0: no floor)")
     if o.data_root is not None:
         check_data_root(o.data_root)  # a typo is an error, not an empty test set
     work = Path(o.work or default_work(o)).resolve()
