@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from kaggle_kit.data.synthetic import write_scoring_folder
 from kaggle_kit.metric.mlebench import column_major_view, hausdorff_reference
 from kaggle_kit.metric.scorer import MetricConfig, Scorer
 
@@ -376,27 +377,6 @@ main()
 '''
 
 
-def write_case_day(root: Path, truth: np.ndarray, pred: np.ndarray, case: int = 101, day: int = 20):
-    """The minimal competition folder ``kk score`` reads: root/train.csv (the truth, train.csv form),
-    root/train/caseN/caseN_dayM/scans/slice_*.png (empty files: only the names, which carry the geometry,
-    are read) and root/submission.csv. Returns (truth_csv, pred_csv)."""
-    from kaggle_kit.data.raw import CLASSES
-    from kaggle_kit.data.rle import rle_encode
-
-    d, h, w = truth.shape
-    scans = root / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
-    scans.mkdir(parents=True, exist_ok=True)
-    t_rows, p_rows = ["id,class,segmentation"], ["id,class,predicted"]
-    for z in range(d):
-        (scans / f"slice_{z + 1:04d}_{w}_{h}_1.50_1.50.png").touch()
-        id_ = f"case{case}_day{day}_slice_{z + 1:04d}"
-        for c, cls in enumerate(CLASSES):
-            t_rows.append(f"{id_},{cls},{rle_encode((truth[z] >> c) & 1)}")
-            p_rows.append(f"{id_},{cls},{rle_encode((pred[z] >> c) & 1)}")
-    truth_csv, pred_csv = root / "train.csv", root / "submission.csv"
-    truth_csv.write_text("\n".join(t_rows) + "\n")
-    pred_csv.write_text("\n".join(p_rows) + "\n")
-    return truth_csv, pred_csv
 
 
 def _run(cmd, env) -> tuple[float, float, dict]:
@@ -434,7 +414,7 @@ def whole_tool(a, rng) -> int:
             truth = organ_truth(shape, rng)
             pred = slightly_wrong(truth, rng)
             root = base / spec
-            truth_csv, pred_csv = write_case_day(root, truth, pred)
+            truth_csv, pred_csv = write_scoring_folder(root, [(101, 20, truth, pred)])
             for metric in a.variants:
                 Scorer(metric).add("warm", pred, truth)  # this process's compilation is not timed
                 kern = float(np.median([_timed(Scorer(metric).add, "x", pred, truth)[1] for _ in range(3)]))

@@ -252,6 +252,29 @@ def _write_case_day(root: Path, split: str, spec: CaseDaySpec, img: np.ndarray) 
             raise OSError(f"could not write {d / name}")
 
 
+def write_scoring_folder(root: Path, case_days, pred_name: str = "submission.csv") -> tuple[Path, Path]:
+    """The minimal competition folder ``kk score`` reads, from masks: ``root/train.csv`` (the truth, train.csv
+    form), ``root/train/caseN/caseN_dayM/scans/slice_*.png`` as empty files (only their names, which carry the
+    geometry, are read) and ``root/<pred_name>`` (id,class,predicted). case_days: [(case, day, truth, pred)],
+    each a (D, H, W) uint8 volume of class bit flags. Returns (truth_csv, pred_csv)."""
+    root = Path(root)
+    t_rows, p_rows = ["id,class,segmentation"], ["id,class,predicted"]
+    for case, day, truth, pred in case_days:
+        d, h, w = truth.shape
+        scans = root / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
+        scans.mkdir(parents=True, exist_ok=True)
+        for z in range(d):
+            (scans / f"slice_{z + 1:04d}_{w}_{h}_1.50_1.50.png").touch()
+            id_ = make_id(case, day, z + 1)
+            for c, cls in enumerate(CLASSES):
+                t_rows.append(f"{id_},{cls},{rle_encode((truth[z] >> c) & 1)}")
+                p_rows.append(f"{id_},{cls},{rle_encode((pred[z] >> c) & 1)}")
+    truth_csv, pred_csv = root / "train.csv", root / pred_name
+    atomic_write_text(truth_csv, "\n".join(t_rows) + "\n")
+    atomic_write_text(pred_csv, "\n".join(p_rows) + "\n")
+    return truth_csv, pred_csv
+
+
 def _label_rows(spec: CaseDaySpec, mask: np.ndarray, anno: tuple[int, int]) -> list[tuple[str, str, str]]:
     rows = []
     lo, hi = anno

@@ -8,30 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from kaggle_kit.data.raw import CLASSES
-from kaggle_kit.data.rle import rle_encode
+from kaggle_kit.data.synthetic import write_scoring_folder
 
 # modules the scoring path must not import (plots only with --plots; the scipy parts the metric replaced)
 HEAVY = ("torch", "torchvision", "matplotlib", "cv2", "PIL", "sklearn", "tqdm", "scipy.ndimage", "scipy.spatial")
 
 
 def _write_root(root, case_days):
-    """A minimal competition folder: train.csv (truth), sub.csv, and empty slice files whose names carry
-    the geometry (all the scorer reads of them). case_days: [(case, day, truth, pred)] uint8 bit flags."""
-    t_rows, p_rows = ["id,class,segmentation"], ["id,class,predicted"]
-    for case, day, truth, pred in case_days:
-        d, h, w = truth.shape
-        scans = root / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
-        scans.mkdir(parents=True)
-        for z in range(d):
-            (scans / f"slice_{z + 1:04d}_{w}_{h}_1.50_1.50.png").touch()
-            id_ = f"case{case}_day{day}_slice_{z + 1:04d}"
-            for c, cls in enumerate(CLASSES):
-                t_rows.append(f"{id_},{cls},{rle_encode((truth[z] >> c) & 1)}")
-                p_rows.append(f"{id_},{cls},{rle_encode((pred[z] >> c) & 1)}")
-    (root / "train.csv").write_text("\n".join(t_rows) + "\n")
-    (root / "sub.csv").write_text("\n".join(p_rows) + "\n")
-    return root / "train.csv", root / "sub.csv"
+    return write_scoring_folder(root, case_days, pred_name="sub.csv")
 
 
 def _organs(shape):
