@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 def test_gpu_preset_smoke_runs_every_stage_on_a_budget(tmp_path):
     work = tmp_path / "run"
     env = dict(os.environ, KAGGLE_KIT_NO_PROGRESS="1")
-    p = subprocess.run([sys.executable, "-m", "kaggle_kit", "run", "--preset", "gpu_smoke", "--budget", "8m",
+    p = subprocess.run([sys.executable, "-m", "kaggle_kit", "run", "--preset", "gpu_smoke", "--budget", "20m",
                         "--train-cases", "4", "--test-cases", "2", "--size-scale", "0.3", "--work", str(work)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
