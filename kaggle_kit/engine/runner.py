@@ -143,6 +143,9 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
         _subset_sampler(train_ds, per_epoch * int(t["batch_size"]), int(t["seed"]))
     loader = dict(batch_size=t["batch_size"], num_workers=nw, persistent_workers=nw > 0,
                   sampler=sampler, collate_fn=_collate, pin_memory=cuda)
+    # whole batches only (an epoch is n_full steps, as planned): a last batch of one sample breaks batch norm
+    # behind a 1x1 pooling (UPerNet's pyramid pooling) in training; kept when the data is under one batch
+    train_loader = dict(loader, drop_last=len(train_ds) >= int(t["batch_size"]))
     has_val = val_ds is not None and len(val_ds) > 0
     custom_hooks = [ExportHook(meta), CSVLogHook(), StepTimerHook(), PlainStateHook()]
     if t["ema"]:
@@ -163,7 +166,7 @@ def build_runner(*, net, loss_fn, task: str, train_ds, val_ds, val_metric, train
         model=model,
         work_dir=str(work_dir),
         experiment_name=experiment_name,
-        train_dataloader=dict(dataset=train_ds, **loader),
+        train_dataloader=dict(dataset=train_ds, **train_loader),
         val_dataloader=dict(dataset=val_ds, **dict(loader, batch_size=t["val_batch_size"],
                                                     sampler=dict(type="DefaultSampler", shuffle=False))) if has_val else None,
         val_evaluator=Evaluator([val_metric]) if has_val else None,

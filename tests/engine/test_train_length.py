@@ -54,3 +54,19 @@ def test_planned_iterations_run_and_the_schedule_ends_with_them(synth_cache, tmp
     assert lrs[-1] < 0.2 * max(lrs)
     assert all(b <= a + 1e-12 for a, b in zip(lrs[1:], lrs[2:]))  # decreasing after the 1-step warm-up
     assert list(pd.read_csv(wd / "metrics.csv")["epoch"]) == [1]
+
+
+def test_an_epoch_is_whole_batches(synth_cache, tmp_path):
+    """A full pass runs samples // batch steps, the partial last batch dropped: the length the planner counts,
+    and no batch of one sample (batch norm behind UPerNet's 1x1 pyramid pooling cannot train on one)."""
+    cfg = ROOT / "configs/seg25d/tiny_cpu.yaml"
+    bs = 7
+    ov = [f"cache={synth_cache}", f"work_root={tmp_path / 'work'}", f"pred_root={tmp_path / 'preds'}",
+          *[o for o in TINY_SEG if not o.startswith(("train.batch_size", "train.epochs"))],
+          f"train.batch_size={bs}", "train.epochs=1", "train.iters=null", "train.log_interval=1"]
+    run_tool("train.py", cfg, "--fold", 0, *ov)
+    timing = json.loads((tmp_path / "work/seg25d/tiny_cpu/fold0/timing.json").read_text())
+    n = timing["samples"]
+    assert n % bs, f"the fold's {n} samples must leave a partial batch of {bs} for this test to mean anything"
+    planned = training_length(n, {"epochs": 1, "batch_size": bs, "iters": None})[1]
+    assert timing["iters"] == len(timing["iter_seconds"]) == n // bs == planned
