@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a 20-minute budget, over the suite's 900 s default
 def test_gpu_preset_smoke_runs_every_stage_on_a_budget(tmp_path):
     work = tmp_path / "run"
     env = dict(os.environ, KAGGLE_KIT_NO_PROGRESS="1")
